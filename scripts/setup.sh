@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv with instructerc and its test tools. Idempotent: re-running is cheap.
+# torch is pinned (pyproject) to 2.13.0; a GPU user installs a CUDA torch 2.13.0 first:
+#   INSTRUCTERC_TORCH_INDEX=https://download.pytorch.org/whl/cu128 bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  echo "[setup] installing torch 2.13.0"
+  .venv/bin/pip install -q ${INSTRUCTERC_TORCH_INDEX:+--index-url "$INSTRUCTERC_TORCH_INDEX"} torch==2.13.0
+fi
+if ! .venv/bin/python -c "import instructerc, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.instructerc-installed ]; then
+  echo "[setup] installing instructerc (editable) with test extras"
+  .venv/bin/pip install -q -e ".[test]"
+  touch .venv/.instructerc-installed
+fi
+echo "[setup] ready: $(.venv/bin/python -c 'import torch, transformers, peft, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"
