@@ -24,7 +24,10 @@ COMMANDS = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instructerc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="instructerc",
+        description="Emotion Recognition in Conversation with instruction-tuned LLMs (InstructERC).",
+    )
     parser.add_argument("--version", action="version", version=f"instructerc {__version__}")
     # The deepspeed launcher puts --local_rank=N before the subcommand.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)

@@ -48,26 +48,40 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line is a UserError naming the file and line."""
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's content; a missing file or one that is not UTF-8 is a UserError with the line."""
     from instructerc.errors import UserError
 
     path = Path(path)
     if not path.is_file():
         raise UserError("file not found", path=path)
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg})", path=path, row=lineno) from None
-            if not isinstance(row, dict):
-                raise UserError("each line must be a JSON object", path=path, row=lineno)
-            rows.append(row)
-    return rows
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"not UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8", path=path, row=line) from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a malformed line is a UserError naming it."""
+    from instructerc.errors import UserError
+
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"not valid JSON ({e.msg})", path=path, row=lineno) from None
+        if not isinstance(row, dict):
+            raise UserError("each line must be a JSON object", path=path, row=lineno)
+        yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file; a malformed line is a UserError naming the file and line."""
+    return [row for _, row in iter_jsonl(path)]
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instructerc.errors import UserError
-from instructerc.fileio import read_jsonl, write_jsonl
+from instructerc.fileio import iter_jsonl, write_jsonl
 
 TASKS = ("erc", "speaker", "predict")
 
@@ -52,7 +52,7 @@ _REQUIRED = ("id", "dataset", "label_set", "split", "dialogue_id", "turn", "task
 def load_records(path: str | Path, tasks: tuple[str, ...] | None = None) -> list[PromptRecord]:
     """Read a prepared JSONL split, validating each line; keep only `tasks` if given."""
     out = []
-    for lineno, row in enumerate(read_jsonl(path), 1):
+    for lineno, row in iter_jsonl(path):
         missing = [k for k in _REQUIRED if k not in row]
         if missing:
             raise UserError(f"record lacks {', '.join(missing)} (was it written by `instructerc prepare`?)", path=path, row=lineno)
