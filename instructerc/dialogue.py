@@ -36,3 +36,4 @@ class Demonstration:
     similarity: float = 0.0
     dialogue_id: str = ""
     turn: int = -1
+    dataset: str = ""  # source dataset: dialogue ids repeat across datasets in mixed data
