@@ -158,7 +158,7 @@ def record_id(dialogue: Dialogue, turn: int, task: str) -> str:
 
 
 def _demo_json(d: Demonstration) -> dict:
-    return {"dialogue_id": d.dialogue_id, "turn": d.turn, "emotion": d.emotion, "similarity": round(float(d.similarity), 6)}
+    return {"dataset": d.dataset, "dialogue_id": d.dialogue_id, "turn": d.turn, "emotion": d.emotion, "similarity": round(float(d.similarity), 6)}
 
 
 def erc_records(

@@ -138,7 +138,7 @@ def test_retrieval_contract(root, tmp_path, monkeypatch):
 
     def fake_retrieve(train, queries, options):
         seen.update(train=len(train), queries=len(queries), options=options)
-        demo = Demonstration("Joey", "What?", "surprise", 0.8, "1", 0)
+        demo = Demonstration("Joey", "What?", "surprise", 0.8, "1", 0, dataset="meld")
         return SimpleNamespace(demonstrations={("meld", "test", "0", 2): (demo,)}, manifest={"retriever": "fake"})
 
     monkeypatch.setattr(retrieval, "retrieve", fake_retrieve)
@@ -147,7 +147,7 @@ def test_retrieval_contract(root, tmp_path, monkeypatch):
     assert prepare("--dataset", "meld", "--raw-dir", root, "--out", out, "--demonstrations", "1") == 0
     assert seen == {"train": 3, "queries": 3 + 1 + 1, "options": ("options", 1)}
     test = {r.turn: r for r in load_records(out / "test.jsonl")}
-    assert test[2].demonstrations == ({"dialogue_id": "1", "turn": 0, "emotion": "surprise", "similarity": 0.8},)
+    assert test[2].demonstrations == ({"dataset": "meld", "dialogue_id": "1", "turn": 0, "emotion": "surprise", "similarity": 0.8},)
     assert 'Joey: "What?" -> surprise' in test[2].prompt and test[1].demonstrations == ()
     assert manifest(out)["retrieval"] == {"retriever": "fake"}
 
