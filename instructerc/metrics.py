@@ -1,0 +1,85 @@
+"""Scores as the field reports them (scikit-learn), a compact table, and a confusion-matrix picture.
+
+Weighted-F1 is `sklearn.metrics.f1_score(golds, preds, labels=LABELS, average="weighted")` over the
+dataset's full label set (IEMOCAP 6 classes, MELD 7, EmoryNLP 7; 9 in the unified mixed space).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+
+def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str]) -> dict:
+    """weighted/macro F1, accuracy, per-class P/R/F1/support, confusion matrix and counts."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(labels)
+    golds, preds = list(golds), list(preds)
+    if not golds:
+        raise ValueError("no predictions to score")
+    n_gold, n_pred = Counter(golds), Counter(preds)
+    p, r, f, s = precision_recall_fscore_support(golds, preds, labels=labels, zero_division=0)
+    return {
+        "weighted_f1": float(f1_score(golds, preds, labels=labels, average="weighted", zero_division=0)),
+        "accuracy": float(accuracy_score(golds, preds)),
+        "macro_f1": float(f1_score(golds, preds, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            lab: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
+            for k, lab in enumerate(labels)
+        },
+        "labels": labels,
+        # rows: gold, columns: predicted, both in `labels` order
+        "confusion": confusion_matrix(golds, preds, labels=labels).tolist(),
+        "counts": {
+            "n": len(golds),
+            "correct": sum(g == q for g, q in zip(golds, preds)),
+            "gold": {lab: n_gold[lab] for lab in labels},
+            "pred": {lab: n_pred[lab] for lab in labels},
+            "pred_not_in_labels": sum(q not in labels for q in preds),
+        },
+    }
+
+
+def format_table(metrics: dict, title: str = "") -> str:
+    """A compact per-class table followed by the headline scores."""
+    lines = [title] if title else []
+    lines.append(f"{'label':<12}{'prec':>7}{'rec':>7}{'f1':>7}{'support':>9}")
+    for lab, m in metrics["per_class"].items():
+        lines.append(f"{lab:<12}{m['precision']:>7.3f}{m['recall']:>7.3f}{m['f1']:>7.3f}{m['support']:>9d}")
+    lines.append(
+        f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}  accuracy {metrics['accuracy'] * 100:.2f}  "
+        f"macro-F1 {metrics['macro_f1'] * 100:.2f}  (n={metrics['counts']['n']})"
+    )
+    return "\n".join(lines)
+
+
+def save_confusion_png(metrics: dict, path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix with the raw counts written in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = metrics["labels"]
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    size = 1.0 + 0.75 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), [f"{lab} ({int(n)})" for lab, n in zip(labels, rows[:, 0])])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold (support)")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
+    ax.set_title(title or f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

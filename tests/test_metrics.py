@@ -1,0 +1,67 @@
+"""Metrics equal scikit-learn's, the table prints, the confusion picture is written."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from instructerc.labels import LABEL_SETS
+from instructerc.metrics import classification_metrics, format_table, save_confusion_png
+
+MELD = list(LABEL_SETS["meld"].labels)
+
+
+def sample(n=200, seed=0):
+    rng = random.Random(seed)
+    golds = [rng.choice(MELD) for _ in range(n)]
+    preds = [g if rng.random() < 0.5 else rng.choice(MELD[:4]) for g in golds]
+    return golds, preds
+
+
+def test_matches_sklearn():
+    golds, preds = sample()
+    m = classification_metrics(golds, preds, MELD)
+    assert m["weighted_f1"] == pytest.approx(f1_score(golds, preds, labels=MELD, average="weighted"))
+    assert m["macro_f1"] == pytest.approx(f1_score(golds, preds, labels=MELD, average="macro"))
+    assert m["accuracy"] == pytest.approx(accuracy_score(golds, preds))
+    assert m["confusion"] == confusion_matrix(golds, preds, labels=MELD).tolist()
+    assert [m["per_class"][lab]["support"] for lab in MELD] == [golds.count(lab) for lab in MELD]
+    assert m["counts"]["n"] == 200 and m["counts"]["correct"] == sum(g == p for g, p in zip(golds, preds))
+
+
+def test_hand_computed_example():
+    golds = ["sad", "sad", "angry", "neutral"]
+    preds = ["sad", "angry", "angry", "angry"]
+    m = classification_metrics(golds, preds, ["neutral", "sad", "angry"])
+    # sad: P 1, R 1/2, F1 2/3; angry: P 1/3, R 1, F1 1/2; neutral: 0.  weighted = (2*2/3 + 1*1/2 + 0)/4
+    assert m["per_class"]["sad"]["f1"] == pytest.approx(2 / 3)
+    assert m["per_class"]["angry"]["precision"] == pytest.approx(1 / 3)
+    assert m["weighted_f1"] == pytest.approx((2 * 2 / 3 + 0.5) / 4)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["confusion"] == [[0, 0, 1], [0, 1, 1], [0, 0, 1]]
+
+
+def test_absent_classes_do_not_move_weighted_f1_but_count_in_macro():
+    golds, preds = ["sad", "angry"], ["sad", "sad"]
+    small = classification_metrics(golds, preds, ["sad", "angry"])
+    big = classification_metrics(golds, preds, MELD)
+    assert small["weighted_f1"] == pytest.approx(big["weighted_f1"])
+    assert big["macro_f1"] < small["macro_f1"]
+
+
+def test_perfect_and_empty():
+    assert classification_metrics(MELD, MELD, MELD)["weighted_f1"] == 1.0
+    with pytest.raises(ValueError):
+        classification_metrics([], [], MELD)
+
+
+def test_table_and_picture(tmp_path):
+    golds, preds = sample(50)
+    m = classification_metrics(golds, preds, MELD)
+    table = format_table(m, "meld test")
+    assert table.splitlines()[0] == "meld test" and all(lab in table for lab in MELD)
+    assert f"{m['weighted_f1'] * 100:.2f}" in table
+    save_confusion_png(m, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,134 @@
+"""`instructerc predict` on a bring-your-own file: prompts built as in training, probabilities out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from instructerc.cli import main
+from instructerc.fileio import read_jsonl
+from instructerc.labels import LABEL_SETS
+
+MELD = LABEL_SETS["meld"].labels
+
+CONVERSATION = [  # dialogue_id, speaker, utterance, emotion
+    ("a", "Monica", "Hey, how are you?", "neutral"),
+    ("a", "Chandler", "Great, I got the job!", "joy"),
+    ("a", "Monica", "Really? That is wonderful!", "surprise"),
+    ("a", "Chandler", "And then they fired me.", "sadness"),
+    ("b", "Ross", "Who ate my sandwich?", "anger"),
+    ("b", "Joey", "Not me.", "fear"),
+    ("b", "Ross", "It was my sandwich!", "anger"),
+]
+
+
+def byo_csv(path: Path, rows=CONVERSATION, emotion=True) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["dialogue_id", "speaker", "utterance"] + (["emotion"] if emotion else []))
+        for r in rows:
+            w.writerow(r if emotion else r[:3])
+    return path
+
+
+def run(capsys, command, *args):
+    code = main([command, *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_zero_shot_csv(tmp_path, tiny_model_dir, capsys):
+    src = byo_csv(tmp_path / "mine.csv", emotion=False)
+    out = tmp_path / "labelled.csv"
+    code, stdout, _ = run(capsys, "predict", "--model", tiny_model_dir, "--input", src, "--out", out, "--labels", "meld")
+    assert code == 0, stdout
+    with open(out, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(CONVERSATION)
+    assert [(r["dialogue_id"], r["speaker"], r["utterance"]) for r in rows] == [c[:3] for c in CONVERSATION]
+    assert [r["turn"] for r in rows] == ["0", "1", "2", "3", "0", "1", "2"]
+    for r in rows:
+        probs = {lab: float(r[f"p_{lab}"]) for lab in MELD}
+        assert r["emotion"] in MELD and r["emotion"] == max(probs, key=probs.get)
+        assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-4)
+    assert "labelled 7 utterances in 2 dialogues" in stdout
+
+
+def prepare_custom(tmp_path: Path, capsys, *extra) -> tuple[Path, Path]:
+    train = byo_csv(tmp_path / "train.csv")
+    test = byo_csv(tmp_path / "test.csv", CONVERSATION[:4])
+    data = tmp_path / "prepared"
+    code, _, err = run(capsys, "prepare", "--dataset", "custom", "--labels", "meld", "--train", train,
+                       "--dev", test, "--test", test, "--out", data, *extra)
+    assert code == 0, err
+    return data, test
+
+
+@pytest.mark.parametrize("extra", [("--window", "1", "--speaker-mode", "index"), ("--demonstrations", "2", "--window", "2")])
+def test_predict_builds_prompts_as_prepare_did(tmp_path, capsys, extra):
+    """Settings and demonstrations come from the manifest: the prompts predict builds for the
+    test file are the very prompts `prepare` wrote for it."""
+    from argparse import Namespace
+
+    from instructerc import predict
+    from instructerc.readers import read_custom
+
+    data, test = prepare_custom(tmp_path, capsys, *extra)
+    manifest_path = predict.find_manifest(str(data), None)
+    manifest = json.loads(manifest_path.read_text())
+    labels, window, mode = predict.settings(Namespace(labels=None, window=None, speaker_mode=None), manifest)
+    assert labels.labels == MELD and window == int(extra[extra.index("--window") + 1])
+    dialogues = read_custom(test, "test", dataset="custom")
+    records = predict.build_records(dialogues, labels, window, mode, manifest, manifest_path)
+    prepared = [r for r in read_jsonl(data / "test.jsonl")]
+    assert [r.prompt for r in records] == [r["prompt"] for r in prepared]
+    if "--demonstrations" in extra:
+        assert "similar utterances" in records[-1].prompt
+
+
+def test_predict_with_prepared_data_jsonl(tmp_path, tiny_model_dir, capsys):
+    data, test = prepare_custom(tmp_path, capsys, "--window", "2")
+    out = tmp_path / "out.jsonl"
+    code, _, err = run(capsys, "predict", "--model", tiny_model_dir, "--input", test, "--out", out, "--data", data)
+    assert code == 0, err
+    rows = read_jsonl(out)
+    assert len(rows) == 4
+    assert all(r["emotion"] in MELD and set(r["probs"]) == set(MELD) for r in rows)
+    assert [r["given_emotion"] for r in rows] == [c[3] for c in CONVERSATION[:4]]
+
+
+@pytest.mark.parametrize("problem", ["empty file", "unknown adapter", "other label set", "window differs",
+                                     "bad suffix", "no settings"])
+def test_predict_bad_input(tmp_path, tiny_model_dir, capsys, problem):
+    src = byo_csv(tmp_path / "mine.csv", emotion=False)
+    out = tmp_path / "out.jsonl"
+    args = ["--model", tiny_model_dir, "--input", src, "--out", out, "--labels", "meld"]
+    want = {"empty file": "empty", "unknown adapter": "adapter folder not found", "other label set": "trained on labels",
+            "window differs": "differs from the prepared data", "bad suffix": ".jsonl or .csv",
+            "no settings": "--labels"}[problem]
+    if problem == "empty file":
+        src.write_text("")
+    elif problem == "unknown adapter":
+        args += ["--adapter", tmp_path / "nope"]
+    elif problem == "other label set":
+        run_dir = tmp_path / "run"
+        (run_dir / "best").mkdir(parents=True)
+        (run_dir / "best" / "adapter_config.json").write_text("{}")
+        (run_dir / "config.yaml").write_text("labels: [happy, sad, neutral, angry, excited, frustrated]\n")
+        args += ["--adapter", run_dir / "best"]
+    elif problem == "window differs":
+        data, _ = prepare_custom(tmp_path, capsys)
+        args = args[:6] + ["--data", data, "--window", "3"]
+    elif problem == "bad suffix":
+        args[5] = tmp_path / "out.txt"
+    elif problem == "no settings":
+        args = args[:6]
+    code, _, err = run(capsys, "predict", *args)
+    assert code == 2
+    assert err.startswith("instructerc predict: error:") and len(err.strip().splitlines()) == 1
+    assert want in err
+    assert not out.exists() and not (tmp_path / "out.txt").exists()
