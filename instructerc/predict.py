@@ -162,7 +162,7 @@ def run(args) -> int:
     if not dialogues:
         raise UserError("no utterances (empty file?)", path=args.input)
     records = build_records(dialogues, labels, window, speaker_mode, manifest, manifest_path)
-    model, tokenizer = load_for_decoding(args.model, args.adapter)
+    model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
     preds = decode_records(model, tokenizer, records, args.decode, args.batch_size, args.num_beams,
                            args.max_new_tokens)
     write_rows(out, output_rows(dialogues, records, preds), labels)

@@ -163,3 +163,18 @@ def test_generate_records_maps_text_to_labels(model, tokenizer):
         for r, p in zip(records, preds):
             assert p.text is not None and p.pred in r.labels
             assert p.pred == match_label(p.text, r.labels)
+
+
+def test_bfloat16_weights_score_close_to_float32(tiny_model_dir):
+    """--dtype bfloat16 is a speed option: scores move only by bf16 rounding."""
+    import torch
+
+    from instructerc import models
+    from instructerc.decode import label_logprobs
+
+    tok = models.load_tokenizer(tiny_model_dir)
+    prompt = models.prompt_ids(tok, 'Please select the emotional label of <Joey: "hi"> from <joyful, sad>:')
+    answers = [[models.answer_ids(tok, lab) for lab in ("joyful", "sad", "neutral")]]
+    full = label_logprobs(models.load_model(tiny_model_dir).eval(), [prompt], answers)[0]
+    half = label_logprobs(models.load_model(tiny_model_dir, dtype=torch.bfloat16).eval(), [prompt], answers)[0]
+    assert max(abs(a - b) for a, b in zip(full, half)) < 0.1

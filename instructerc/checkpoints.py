@@ -1,0 +1,81 @@
+"""Training checkpoints that survive a kill: DeepSpeed's state plus each rank's RNG and the data position.
+
+Layout: RUN/checkpoints/stepNNNNNNN/ (DeepSpeed's files, rng_rank{r}.json, trainer_state.json) and
+RUN/checkpoints/latest.json naming the last COMPLETE one. Everything we add is JSON: nothing is
+unpickled from our side.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+from instructerc.errors import UserError
+from instructerc.fileio import write_json, write_text
+
+
+def rng_state() -> dict:
+    import torch
+
+    state = {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import torch
+
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> None:
+    """DeepSpeed writes the LoRA weights, optimizer (its ZeRO partition per rank) and scheduler;
+    we add each rank's RNG state and the trainer's position. `latest.json` moves to the new
+    checkpoint only once every rank has finished: a kill mid-save leaves the previous one in force."""
+    import torch.distributed as dist
+
+    root, tag = run / "checkpoints", f"step{state['global_step']:07d}"
+    if rank == 0 and (root / tag).exists():
+        shutil.rmtree(root / tag)
+    dist.barrier()
+    engine.save_checkpoint(str(root), tag=tag, save_latest=False, exclude_frozen_parameters=True)
+    write_json(root / tag / f"rng_rank{rank}.json", rng_state())
+    dist.barrier()
+    if rank == 0:
+        write_json(root / tag / "trainer_state.json", state)
+        write_json(root / "latest.json", {"tag": tag})
+        done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step") and p.name != tag)
+        for old in done[: max(0, len(done) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def load_checkpoint(engine, run: Path, rank: int) -> dict | None:
+    root = run / "checkpoints"
+    if not (root / "latest.json").is_file():
+        return None
+    tag = json.loads((root / "latest.json").read_text())["tag"]
+    path, _ = engine.load_checkpoint(str(root), tag=tag, load_module_strict=False,
+                                     load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise UserError("checkpoint could not be loaded", path=root / tag)
+    set_rng_state(json.loads((root / tag / f"rng_rank{rank}.json").read_text()))
+    return json.loads((root / tag / "trainer_state.json").read_text())
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """On resume, forget metrics logged after the checkpoint: they will be logged again."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        write_text(path, "".join(ln + "\n" for ln in lines))

@@ -1,0 +1,109 @@
+"""The trainer's settings: defaults that follow the paper, YAML configs over them, `--set` over both.
+
+Every key a config may hold is in DEFAULTS: an unknown key, or a value of the wrong type, is a
+one-line error naming the file (or `--set`) and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from instructerc.errors import UserError
+
+DEFAULTS = {
+    "seed": 42,
+    "max_length": 1024,  # tokens of prompt + answer; longer prompts lose their oldest history
+    "window": 12,  # history window the data was prepared with (recorded; `prepare --window` builds it)
+    "lora": {"r": 16, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "lr": 2.0e-4,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.1,  # fraction of all optimizer steps spent warming up linearly
+    "schedule": "cosine",  # decay after warm-up: cosine | linear | constant
+    "batch_size": 32,  # effective: micro_batch x grad_accum x world size
+    "micro_batch": 4,
+    "epochs": {"speaker": 3, "joint": 6, "plain": 6},
+    "beta": 0.1,  # weight of the emotion-prediction loss in stage joint
+    "grad_clip": 1.0,
+    "zero_stage": 2,  # 0 or 2
+    "precision": "auto",  # auto (bf16 where supported, else fp32) | bf16 | fp32. Never fp16: it overflows.
+    "gradient_checkpointing": False,
+    "checkpoint_every": 100,  # optimizer steps; 0 = only at epoch ends
+    "keep_checkpoints": 2,
+    "stop_after": 0,  # end the run after this optimizer step, as a kill would (then --resume); 0 = never
+    "log_every": 10,
+    "eval": {"max_records": 0, "batch_size": 8},  # dev subsample for speed (0 = whole dev split)
+}
+
+def merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        name = prefix + key
+        if key not in base:
+            raise UserError(f"unknown config key {name!r} (known: {', '.join(prefix + k for k in base)})", path=where)
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = merge(base[key], value, where, name + ".")
+        else:
+            out[key] = coerce(name, base[key], value, where)
+    return out
+
+
+def coerce(name: str, default, value, where: str):
+    """A value of the default's type. YAML 1.1 reads `1e-4` as a string: accept it as a float."""
+    kind = type(default)
+    if default is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise UserError(f"{name} expects {kind.__name__}, got {value!r}", path=where)
+
+
+def parse_override(item: str) -> dict:
+    """`lora.r=8` -> {"lora": {"r": 8}}; values are read as YAML (numbers, lists, booleans)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set expects key=value, got {item!r}")
+    tree: dict = yaml.safe_load(value) if value.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        tree = {part: tree}
+    return tree
+
+
+def resolve_config(config_path: str | Path | None, overrides: list[str] = ()) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise UserError("config file not found", path=path)
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise UserError("a config must be a YAML mapping", path=path)
+        cfg = merge(cfg, loaded, str(path))
+    for item in overrides:
+        cfg = merge(cfg, parse_override(item), "--set")
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: dict) -> None:
+    if cfg["zero_stage"] not in (0, 1, 2):
+        raise UserError(f"zero_stage must be 0, 1 or 2 (LoRA gains nothing from 3), got {cfg['zero_stage']}")
+    if cfg["precision"] not in ("auto", "bf16", "fp32"):
+        raise UserError(f"precision must be auto, bf16 or fp32 (fp16 overflows), got {cfg['precision']!r}")
+    if cfg["schedule"] not in ("cosine", "linear", "constant"):
+        raise UserError(f"schedule must be cosine, linear or constant, got {cfg['schedule']!r}")
+    for key in ("batch_size", "micro_batch", "max_length"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
+
+
+def grad_accum(cfg: dict, world: int) -> int:
+    per_pass = cfg["micro_batch"] * world
+    if cfg["batch_size"] % per_pass:
+        raise UserError(f"batch_size {cfg['batch_size']} is not a multiple of micro_batch x world size = {per_pass}")
+    return cfg["batch_size"] // per_pass

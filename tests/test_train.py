@@ -1,0 +1,254 @@
+"""The trainer on the tiny model: loss mask, beta, config overrides, resume, run folder, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from instructerc import batching, cli
+from instructerc.errors import UserError
+from instructerc.models import answer_ids, load_model, load_tokenizer, prompt_ids
+from instructerc.train import free_port, train
+from instructerc.train_config import DEFAULTS, resolve_config
+from train_fixtures import LABELS, record, write_data
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["batch_size=4", "micro_batch=2", "epochs.speaker=2", "epochs.joint=1", "epochs.plain=1",
+         "checkpoint_every=2", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+def lora_model(model_dir, dropout=0.0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(model_dir), LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+        init_lora_weights=False))  # random B too: a non-zero adapter, so gradients reach both A and B
+    return model
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def test_overrides_reach_nested_keys_and_keep_the_rest(tmp_path):
+    cfg = resolve_config(REPO / "configs" / "meld.yaml", ["lr=1e-4", "lora.r=8", "epochs.joint=2", "lora.target_modules=[q_proj]"])
+    assert cfg["lr"] == 1e-4 and cfg["lora"]["r"] == 8 and cfg["epochs"]["joint"] == 2
+    assert cfg["lora"]["target_modules"] == ["q_proj"]
+    assert cfg["lora"]["alpha"] == 16 and cfg["epochs"]["speaker"] == 3  # untouched siblings
+
+
+def test_every_shipped_config_is_valid_and_follows_the_paper():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = resolve_config(path)
+        assert set(cfg) == set(DEFAULTS), path
+        assert cfg["lora"]["dropout"] == 0.05 and cfg["lr"] == 2e-4 and cfg["precision"] != "fp16"
+        if path.stem != "demo":
+            assert cfg["lora"]["r"] == 16 and cfg["lora"]["alpha"] == 16 and cfg["batch_size"] == 32
+
+
+@pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1"])
+def test_unknown_or_malformed_override_is_a_user_error(bad):
+    with pytest.raises(UserError):
+        resolve_config(None, [bad])
+
+
+def test_unknown_key_in_a_config_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-4\nlora: {r: 8, rnak: 2}\n")
+    with pytest.raises(UserError, match=r"c\.yaml.*lora\.rnak"):
+        resolve_config(path)
+
+
+def test_fp16_is_refused():
+    with pytest.raises(UserError, match="fp16"):
+        resolve_config(None, ["precision=fp16"])
+
+
+# --- batches and the loss -------------------------------------------------------------------
+
+def test_epoch_plan_covers_every_example_splits_ranks_and_is_reproducible():
+    lengths = [5 + (i * 7) % 13 for i in range(23)]
+    plan = batching.epoch_plan(lengths, micro_batch=2, grad_accum=3, world=2, seed=1, epoch=0)
+    assert all(len(step) == 2 and all(len(r) == 3 for r in step) for step in plan)
+    flat = [i for step in plan for r in step for mb in r for i in mb]
+    assert set(flat) == set(range(23)) and len(flat) % 12 == 0  # padded to full steps
+    assert plan == batching.epoch_plan(lengths, 2, 3, 2, seed=1, epoch=0)
+    assert plan != batching.epoch_plan(lengths, 2, 3, 2, seed=1, epoch=1)
+
+
+def test_answer_mask_covers_exactly_the_answer_tokens(tokenizer):
+    recs = [record("erc", i, LABELS[i], LABELS) for i in range(3)]
+    examples = [batching.encode(tokenizer, r, 1024) for r in recs]
+    batch = batching.collate(examples, tokenizer.pad_token_id, [1.0] * 3)
+    for row, r in enumerate(recs):
+        ans = answer_ids(tokenizer, r.target)
+        ids = batch["input_ids"][row][batch["answer_mask"][row]].tolist()
+        assert ids == ans
+        n = len(prompt_ids(tokenizer, r.prompt)) + len(ans)
+        assert int(batch["attention_mask"][row].sum()) == n
+
+
+def test_loss_is_the_mean_nll_of_answer_tokens_only(tiny_model_dir, tokenizer):
+    model = lora_model(tiny_model_dir).eval()
+    recs = [record("erc", i, LABELS[i], LABELS) for i in range(4)]
+    examples = [batching.encode(tokenizer, r, 1024) for r in recs]
+    batch = batching.collate(examples, tokenizer.pad_token_id, [1.0] * 4)
+    got = batching.example_losses(model, batch)
+    for row, e in enumerate(examples):  # reference: one unpadded sequence, HF's own masked loss
+        ids = torch.tensor([e.input_ids])
+        labels = ids.clone()
+        labels[0, : len(e.input_ids) - e.n_answer] = -100
+        want = model(input_ids=ids, labels=labels).loss
+        torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
+
+
+def test_truncation_keeps_the_end_of_the_prompt_and_the_whole_answer(tokenizer):
+    r = record("erc", 6, "sad", LABELS)
+    full = batching.encode(tokenizer, r, 10_000)
+    cut = batching.encode(tokenizer, r, 30)
+    assert cut.truncated and not full.truncated and len(cut.input_ids) == 30
+    assert cut.input_ids == full.input_ids[-30:] and cut.n_answer == full.n_answer
+
+
+def _grads(model, batch, weights):
+    model.zero_grad()
+    b = dict(batch, weights=torch.tensor(weights))
+    (batching.example_losses(model, b) * b["weights"]).sum().backward()
+    return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.7])
+def test_beta_scales_the_prediction_gradient(tiny_model_dir, tokenizer, beta):
+    """grad(L_erc + beta * L_predict) == grad(L_erc) + beta * grad(L_predict), each task averaged
+    over its own examples, in one mixed batch."""
+    model = lora_model(tiny_model_dir)
+    recs = [record("erc", 0, "sad", LABELS), record("predict", 1, "joyful", LABELS),
+            record("erc", 2, "neutral", LABELS), record("predict", 3, "angry", LABELS), record("predict", 4, "fear", LABELS)]
+    examples = [batching.encode(tokenizer, r, 1024) for r in recs]
+    tasks = [e.task for e in examples]
+    batch = batching.collate(examples, tokenizer.pad_token_id, [0.0] * len(examples))
+    scale = batching.task_scales(tasks, {"erc": 1.0, "predict": beta})
+    assert scale == pytest.approx({"erc": 1 / 2, "predict": beta / 3})
+    joint = _grads(model, batch, [scale[t] for t in tasks])
+    erc = _grads(model, batch, [1 / 2 if t == "erc" else 0.0 for t in tasks])
+    pred = _grads(model, batch, [1 / 3 if t == "predict" else 0.0 for t in tasks])
+    assert any(g.abs().sum() > 0 for g in pred)
+    for j, e, p in zip(joint, erc, pred):
+        torch.testing.assert_close(j, e + beta * p, rtol=1e-4, atol=1e-7)
+    # and beta really matters: the joint gradient is not the ERC gradient alone
+    assert any(not torch.allclose(j, e) for j, e in zip(joint, erc))
+
+
+# --- whole runs ------------------------------------------------------------------------------
+
+def run_stage(tmp, name, data, model, stage="speaker", extra=(), **kw):
+    cfg = resolve_config(None, QUICK + list(extra))
+    return train(cfg, stage=stage, data=data, model_spec=str(model), out=tmp / name, **kw)
+
+
+def adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_run_folder_and_two_stages(tmp_path, data_dir, tiny_model_dir):
+    from peft import PeftModel
+
+    s1 = run_stage(tmp_path, "speaker", data_dir, tiny_model_dir, extra=["lr=1e-3"])
+    run1 = tmp_path / "speaker"
+    assert s1["steps"] == 6 and s1["world_size"] == 1
+    for name in ("best", "final"):
+        PeftModel.from_pretrained(load_model(tiny_model_dir), str(run1 / name))
+    cfg = yaml.safe_load((run1 / "config.yaml").read_text())
+    assert cfg["lr"] == 1e-3 and cfg["stage"] == "speaker" and cfg["labels"] == list(LABELS)
+    rows = [json.loads(x) for x in (run1 / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss_speaker", "lr", "tokens_per_s"} <= set(rows[0])
+    assert sum("dev_weighted_f1" in r for r in rows) == 2  # one dev evaluation per epoch
+    assert "done:" in (run1 / "train.log").read_text()
+
+    s2 = run_stage(tmp_path, "joint", data_dir, tiny_model_dir, stage="joint", init_adapter=run1)
+    rows = [json.loads(x) for x in (tmp_path / "joint" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_erc", "loss_predict"} <= set(rows[0])
+    assert rows[0]["loss"] == pytest.approx(rows[0]["loss_erc"] + 0.1 * rows[0]["loss_predict"])
+    assert s2["train_examples"] == 24  # 12 erc + 12 predict
+    # it continued from the stage-1 adapter: stage-1 B matrices are non-zero, a fresh LoRA's are zero
+    b = {k: v for k, v in adapter_tensors(run1 / "best").items() if "lora_B" in k}
+    assert all(v.abs().sum() > 0 for v in b.values())
+
+
+def test_resume_after_a_stop_reaches_the_same_adapter(tmp_path, data_dir, tiny_model_dir):
+    full = run_stage(tmp_path, "full", data_dir, tiny_model_dir)
+    assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=4"]) == {}
+    assert not (tmp_path / "cut" / "final").exists()
+    resumed = run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=4"], resume=True)
+    assert resumed["adapter_sha256"] == full["adapter_sha256"]
+    a, b = adapter_tensors(tmp_path / "full" / "final"), adapter_tensors(tmp_path / "cut" / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    full_steps = [json.loads(x)["step"] for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == full_steps  # nothing logged twice
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
+    """`deepspeed --num_gpus 2` (2 CPU ranks): both ranks end equal (the trainer asserts it), and
+    with dropout off the adapter equals the one-process run's: the loss is normalised over the
+    whole step whatever the number of ranks."""
+    sets = QUICK + ["lora.dropout=0"]
+    one = run_stage(tmp_path, "one", data_dir, tiny_model_dir, extra=["lora.dropout=0"])
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "2",
+           "instructerc", "train",
+           "--stage", "speaker", "--data", str(data_dir), "--model", str(tiny_model_dir), "--out", str(tmp_path / "two")]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["world_size"] == 2 and two["steps"] == one["steps"]
+    a, b = adapter_tensors(tmp_path / "one" / "final"), adapter_tensors(tmp_path / "two" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+# --- bad input: one line, exit 2 -------------------------------------------------------------
+
+def _cli(capsys, *argv):
+    code = cli.main(["train", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_bad_input_is_one_line(tmp_path, capsys, data_dir, tiny_model_dir):
+    erc_only = write_data(tmp_path / "erc_only", tasks=("erc",))
+    base = ["--model", tiny_model_dir, "--out", tmp_path / "run"]
+    cases = [
+        (["--stage", "speaker", "--data", tmp_path / "nope", *base], "data folder not found"),
+        (["--stage", "speaker", "--data", erc_only, *base], "no speaker records"),
+        (["--stage", "stage3", "--data", data_dir, *base], "unknown stage"),
+        (["--stage", "joint", "--data", data_dir, "--init-adapter", tmp_path / "missing", *base], "adapter not found"),
+        (["--stage", "plain", "--data", data_dir, "--set", "lora.rank=4", *base], "unknown config key"),
+        (["--stage", "plain", "--data", data_dir, "--config", tmp_path / "none.yaml", *base], "config file not found"),
+        (["--stage", "plain", "--data", data_dir, "--model", tmp_path / "nomodel", "--out", tmp_path / "r"], "not found"),
+    ]
+    for argv, message in cases:
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,37 @@
+"""Small prepared-data folders for the trainer's tests: {train,dev}.jsonl of PromptRecords."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from instructerc.labels import LABEL_SETS
+from instructerc.records import PromptRecord, save_records
+
+LABELS = LABEL_SETS["meld"].labels
+SPEAKERS = ("Ross", "Rachel", "Monica")
+
+
+def record(task: str, i: int, target: str, labels, split: str = "train") -> PromptRecord:
+    words = " ".join(random.Random(i).choice(("oh", "okay", "great", "really", "why", "no")) for _ in range(3 + i % 7))
+    prompts = {
+        "erc": f"Please select the emotional label of <Ross: \"{words}\"> from <{', '.join(labels)}>:",
+        "predict": f"Based on the above historical utterances, the next utterance is spoken by <Ross>. "
+                   f"Please predict the emotional state of <Ross> from <{', '.join(labels)}>:",
+        "speaker": f"Identify who speaks the following utterance: \"{words}\" from <{', '.join(labels)}>:",
+    }
+    return PromptRecord(id=f"meld/{i // 4}/{i % 4}/{task}", dataset="meld", label_set="meld", split=split,
+                        dialogue_id=str(i // 4), turn=i % 4, task=task, prompt=prompts[task], target=target,
+                        labels=tuple(labels), speaker="Ross")
+
+
+def write_data(out: Path, n: int = 12, dev: int = 6, tasks=("erc", "speaker", "predict")) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        for task in tasks:
+            labels = SPEAKERS if task == "speaker" else LABELS
+            rows.append(record(task, i, labels[i % len(labels)], labels))
+    save_records(out / "train.jsonl", rows)
+    save_records(out / "dev.jsonl", [record("erc", i, LABELS[i % 7], LABELS, "dev") for i in range(dev)])
+    return out
