@@ -82,7 +82,7 @@ def test_records_from_prompts():
     erc = erc_records([DIALOGUE], labels, window=12, demonstrations=demos)
     assert [r.id for r in erc] == ["meld/d1/0/erc", "meld/d1/1/erc", "meld/d1/2/erc", "meld/d1/3/erc"]
     assert [r.target for r in erc] == ["neutral", "joyful", "joyful", "surprise"]
-    assert erc[1].demonstrations == ({"dialogue_id": "d9", "turn": 2, "emotion": "joyful", "similarity": 0.5},)
+    assert erc[1].demonstrations == ({"dataset": "", "dialogue_id": "d9", "turn": 2, "emotion": "joyful", "similarity": 0.5},)
     assert erc[1].prompt == erc_prompt(DIALOGUE, 1, MELD, 12, demos[("meld", "train", "d1", 1)])
     assert erc[0].demonstrations == () and erc[0].labels == MELD and erc[0].speaker == "Ross"
     spk = speaker_records([DIALOGUE], labels, "index")
