@@ -7,6 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/quickstart}
 START=$(date +%s)
+if [ -e "$RUN" ]; then
+  # A re-run starts over, but never deletes a folder this script did not make.
+  [ -f "$RUN/.quickstart" ] || { echo "quickstart: $RUN exists and is not a quickstart run folder; pass another" >&2; exit 2; }
+  rm -rf "$RUN"
+fi
+mkdir -p "$RUN" && touch "$RUN/.quickstart"
 step() { printf '\n==> [%s/6] %s (%ss)\n' "$1" "$2" "$(( $(date +%s) - START ))"; }
 
 step 1 "setting up .venv (first run only: torch, transformers, peft, deepspeed, ...)"
