@@ -5,7 +5,7 @@ each and their ratio, agreement of the two decodings' labels, how many generated
 not a label, and (as a check on the real model) the largest difference between the one-forward
 scoring and the naive per-label reference on a few prompts.
 
-    .venv/bin/python bench/bench_decode.py --data /work/team/data/meld --model smollm2-135m -n 200
+    .venv/bin/python bench/bench_decode.py --data runs/data/meld --model smollm2-135m -n 200
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 4. peak resident memory of one training step at the MELD max length (micro-batch x max_length
    tokens), the trainer's step against the bare step, each in a fresh process.
 
-    python bench/bench_train.py --data /work/team/data/meld_p005 --model smollm2-135m \\
-        --steps 2 --json /work/team/logs/bench_train.json
+    python bench/bench_train.py --data runs/data/meld_p005 --model smollm2-135m \\
+        --steps 2 --json bench/results/bench_train.json
 """
 
 from __future__ import annotations
