@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--num-beams", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-length", type=int, help="generate with the original's total budget instead "
+                                                   "(1024 in its MELD script)")
     ap.add_argument("--max-tokens", type=int, default=1024, help="trie nodes per scoring pack")
     ap.add_argument("--chunk", type=int, default=40, help="records per alternating timing chunk")
     ap.add_argument("--check", type=int, default=6, help="prompts compared with the naive reference")
@@ -83,7 +85,7 @@ def main() -> None:
     decoders = {
         "score": partial(decode.score_records, model, tok, batch_size=args.batch_size, max_tokens=args.max_tokens),
         "generate": partial(decode.generate_records, model, tok, batch_size=args.batch_size,
-                            num_beams=args.num_beams, max_new_tokens=args.max_new_tokens),
+                            num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, max_length=args.max_length),
     }
     preds = {name: [] for name in decoders}
     seconds = {name: 0.0 for name in decoders}
@@ -107,14 +109,19 @@ def main() -> None:
     golds = [r.target for r in records]
     n = len(records)
     result = {
-        "model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split, "examples": n, "batch_size": args.batch_size,
-        "max_tokens": args.max_tokens, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split, "examples": n,
+        "batch_size": args.batch_size,
+        "max_tokens": args.max_tokens, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+        "max_length": args.max_length, "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "score_seconds": round(t_score, 2), "generate_seconds": round(t_gen, 2),
         "score_examples_per_s": round(n / t_score, 2), "generate_examples_per_s": round(n / t_gen, 2),
         "speedup_score_over_generate": round(t_gen / t_score, 2),
         "agreement": round(sum(a.pred == b.pred for a, b in zip(scored, generated)) / n, 4),
         "generated_not_a_label": sum(not decode.is_label(g.text, labels) for g in generated),
+        "mean_generated_tokens": round(sum(len(tok(g.text, add_special_tokens=False).input_ids)
+                                           for g in generated) / n, 1),
         "score_weighted_f1": round(classification_metrics(golds, [p.pred for p in scored], labels)["weighted_f1"], 4),
         "generate_weighted_f1": round(classification_metrics(golds, [p.pred for p in generated], labels)["weighted_f1"], 4),
         **pack_stats(tok, records, args.batch_size, args.max_tokens),

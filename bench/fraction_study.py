@@ -105,6 +105,7 @@ def model_row(args, row: str, data: Path, stages, log: Path) -> tuple[dict, floa
             cmd += ["--init-adapter", runs[init]]
         if (out / "summary.json").exists():
             print(f"[{row}] stage {stage} already trained: {out}")
+            seconds += json.loads((out / "summary.json").read_text())["seconds"]
         else:
             seconds += run(cmd + (["--resume"] if (out / "checkpoints").exists() else []), log)
         runs[stage] = out

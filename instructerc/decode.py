@@ -222,10 +222,14 @@ def _answer_tokens(tokenizer, records: list[PromptRecord]) -> dict[str, list[int
 
 
 def generate_records(model, tokenizer, records: list[PromptRecord], batch_size: int = 8, num_beams: int = 1,
-                     max_new_tokens: int = 32, progress: bool = True) -> list[Prediction]:
+                     max_new_tokens: int = 32, max_length: int | None = None,
+                     progress: bool = True) -> list[Prediction]:
     """Greedy (num_beams=1) or beam-search generation until end-of-sequence, at most
     `max_new_tokens` (a label is a few tokens; the cap only cuts off an untrained model's chatter),
-    each text mapped with `match_label`."""
+    each text mapped with `match_label`.
+
+    `max_length` replaces that cap with the original code's budget: a total length (padded prompt
+    plus answer) per batch, 1024 for MELD and EmoryNLP in its scripts."""
     import torch
 
     prompts = [prompt_ids(tokenizer, r.prompt) for r in records]
@@ -237,8 +241,9 @@ def generate_records(model, tokenizer, records: list[PromptRecord], batch_size: 
             ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx])
             attn = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
             device = next(model.parameters()).device
+            budget = max_new_tokens if max_length is None else max(1, max_length - width)
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
+                input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=budget,
                 num_beams=num_beams, do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             )
             for i, seq in zip(idx, out[:, width:].tolist()):
@@ -329,6 +334,9 @@ def add_decoding_arguments(parser) -> None:
     parser.add_argument("--num-beams", type=int, default=1, help="beams for --decode generate (default 1: greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="cap on generated tokens for --decode generate (default 32)")
+    parser.add_argument("--max-length", type=int, metavar="N",
+                        help="--decode generate with the original code's budget instead: N tokens in all, "
+                             "padded prompt included (its scripts: 1024 for MELD and EmoryNLP, 1200 for IEMOCAP)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="weights' precision for decoding; bfloat16 is about 1.7x faster on CPUs with "
@@ -389,9 +397,16 @@ def load_for_decoding(model_spec: str, adapter: str | None = None, dtype: str = 
     return model.eval(), tokenizer
 
 
+def decoding_options(args) -> dict:
+    """The `decode_records` keywords from the options `add_decoding_arguments` defined."""
+    return {"mode": args.decode, "batch_size": args.batch_size, "num_beams": args.num_beams,
+            "max_new_tokens": args.max_new_tokens, "max_length": args.max_length}
+
+
 def decode_records(model, tokenizer, records: list[PromptRecord], mode: str = "score", batch_size: int = 8,
-                   num_beams: int = 1, max_new_tokens: int = 32, progress: bool = True) -> list[Prediction]:
+                   num_beams: int = 1, max_new_tokens: int = 32, max_length: int | None = None,
+                   progress: bool = True) -> list[Prediction]:
     if mode == "generate":
         return generate_records(model, tokenizer, records, batch_size=batch_size, num_beams=num_beams,
-                                max_new_tokens=max_new_tokens, progress=progress)
+                                max_new_tokens=max_new_tokens, max_length=max_length, progress=progress)
     return score_records(model, tokenizer, records, batch_size=batch_size, progress=progress)

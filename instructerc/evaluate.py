@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, \
+from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, decoding_options, \
     is_label, load_for_decoding
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, write_json, write_jsonl
@@ -114,14 +114,13 @@ def run(args) -> int:
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
 
     start = time.perf_counter()
-    preds = decode_records(model, tokenizer, records, args.decode, args.batch_size, args.num_beams,
-                           args.max_new_tokens)
+    preds = decode_records(model, tokenizer, records, **decoding_options(args))
     seconds = time.perf_counter() - start
 
     metrics = evaluation_metrics(records, preds, args.decode, seconds)
     metrics["run"] = {"data": str(args.data), "split": args.split, "model": str(args.model),
                       "adapter": args.adapter, "limit": args.limit, "num_beams": args.num_beams,
-                      "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                      "max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "batch_size": args.batch_size,
                       "dtype": args.dtype}
     name = records[0].label_set if records[0].label_set in LABEL_SETS else records[0].dataset
     title = f"{name} {args.split} ({args.decode}{', zero-shot' if not args.adapter else ''}): " \

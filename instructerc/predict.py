@@ -17,8 +17,8 @@ import csv
 import json
 from pathlib import Path
 
-from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, load_for_decoding, \
-    run_config
+from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, decoding_options, \
+    load_for_decoding, run_config
 from instructerc.dialogue import Dialogue
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, sha256_file, write_jsonl
@@ -163,8 +163,7 @@ def run(args) -> int:
         raise UserError("no utterances (empty file?)", path=args.input)
     records = build_records(dialogues, labels, window, speaker_mode, manifest, manifest_path)
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
-    preds = decode_records(model, tokenizer, records, args.decode, args.batch_size, args.num_beams,
-                           args.max_new_tokens)
+    preds = decode_records(model, tokenizer, records, **decoding_options(args))
     write_rows(out, output_rows(dialogues, records, preds), labels)
 
     counts: dict[str, int] = {}

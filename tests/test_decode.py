@@ -165,6 +165,25 @@ def test_generate_records_maps_text_to_labels(model, tokenizer):
             assert p.pred == match_label(p.text, r.labels)
 
 
+def test_generate_max_length_is_a_total_budget(model, tokenizer, monkeypatch):
+    """--max-length as the original: padded prompt + answer, so the longest prompt of a batch sets
+    how many new tokens may follow."""
+    records = [record(i, t) for i, t in enumerate(TEXTS[:2])]
+    width = max(len(models.prompt_ids(tokenizer, r.prompt)) for r in records)
+    generate, new_tokens = model.generate, []
+
+    def spy(**kw):
+        out = generate(**kw)
+        new_tokens.append((kw["max_new_tokens"], out.shape[1] - kw["input_ids"].shape[1]))
+        return out
+
+    monkeypatch.setattr(model, "generate", spy)
+    for extra in (1, 3):
+        generate_records(model, tokenizer, records, batch_size=2, max_length=width + extra, progress=False)
+    assert [budget for budget, _ in new_tokens] == [1, 3]
+    assert all(0 < got <= budget for budget, got in new_tokens)
+
+
 def test_bfloat16_weights_score_close_to_float32(tiny_model_dir):
     """--dtype bfloat16 is a speed option: scores move only by bf16 rounding."""
     import torch
