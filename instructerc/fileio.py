@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes, JSONL, hashing."""
+"""Small file helpers shared by every stage: atomic writes, JSONL, hashing, the cache folder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+
+def cache_home() -> Path:
+    """Where models and embeddings are kept: $INSTRUCTERC_HOME, else $XDG_CACHE_HOME/instructerc,
+    else ~/.cache/instructerc."""
+    if os.environ.get("INSTRUCTERC_HOME"):
+        return Path(os.environ["INSTRUCTERC_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instructerc"
 
 
 @contextlib.contextmanager

@@ -7,13 +7,12 @@ on exactly the token sequence it was trained on.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from instructerc.errors import UserError
-from instructerc.fileio import atomic_path, sha256_file, write_json
+from instructerc.fileio import atomic_path, cache_home, sha256_file, write_json
 
 
 def load_tokenizer(path: str | Path):
@@ -63,9 +62,8 @@ SOURCE_RECORD = "instructerc-source.json"  # written beside converted weights
 
 
 def models_home() -> Path:
-    """Where pulled and converted models live: $INSTRUCTERC_HOME/models or ~/.cache/instructerc/models."""
-    root = os.environ.get("INSTRUCTERC_HOME")
-    return (Path(root) if root else Path.home() / ".cache" / "instructerc") / "models"
+    """Where pulled and converted models live."""
+    return cache_home() / "models"
 
 
 def resolve_model(spec: str | Path) -> Path:

