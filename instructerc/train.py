@@ -74,6 +74,8 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
         os.environ["LOCAL_RANK"] = str(local_rank)
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "gloo":
+            warn_stale_build_locks()
         # rank 0 scores the dev split while the others wait: on CPU that outlasts the 30-minute default
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=under_mpi, verbose=False,
                                    timeout=timedelta(hours=4))
@@ -84,6 +86,19 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
         local = int(os.environ.get("LOCAL_SIZE") or os.environ.get("LOCAL_WORLD_SIZE") or 1)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return dist.get_rank(), dist.get_world_size()
+
+
+def warn_stale_build_locks() -> None:
+    """DeepSpeed JIT-builds its CPU comm op under a file lock; a run killed mid-build leaves the lock
+    and every later run waits on it without a word. Say so before the wait can start."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    # torch builds into $TORCH_EXTENSIONS_DIR/NAME, else into <default root>/<python+cuda tag>/NAME
+    custom = os.environ.get("TORCH_EXTENSIONS_DIR")
+    pattern = "deepspeed_shm_comm/lock" if custom else "*/deepspeed_shm_comm/lock"
+    for lock in Path(custom or get_default_build_root()).glob(pattern):
+        print(f"instructerc: {lock} exists: another run is building DeepSpeed's CPU comm op, or a killed "
+              f"run left it; if this run hangs here and no other run is going, delete that file", file=sys.stderr)
 
 
 def free_port() -> int:

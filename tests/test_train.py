@@ -242,6 +242,20 @@ def _cli(capsys, *argv):
     return code, err
 
 
+def test_a_leftover_deepspeed_build_lock_is_named(tmp_path, monkeypatch, capsys):
+    from instructerc.train import warn_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    warn_stale_build_locks()
+    assert capsys.readouterr().err == ""
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    warn_stale_build_locks()
+    err = capsys.readouterr().err
+    assert str(lock) in err and "delete that file" in err and err.count("\n") == 1
+
+
 def test_bad_input_is_one_line(tmp_path, capsys, data_dir, tiny_model_dir):
     erc_only = write_data(tmp_path / "erc_only", tasks=("erc",))
     base = ["--model", tiny_model_dir, "--out", tmp_path / "run"]
