@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from instructerc.errors import UserError
-from instructerc.models import answer_ids, prompt_ids
+from instructerc.models import adapter_folder, answer_ids, prompt_ids
 from instructerc.records import PromptRecord
 
 
@@ -347,13 +347,9 @@ def check_adapter(adapter: str | None, labels: Sequence[str]) -> None:
     """Refuse an adapter folder that does not exist, or one trained on another label set."""
     if adapter is None:
         return
-    path = Path(adapter)
-    if not path.is_dir():
-        raise UserError("adapter folder not found", path=path)
-    if not (path / "adapter_config.json").is_file() and (path / "best" / "adapter_config.json").is_file():
-        path = path / "best"  # a run folder, as models.load_adapter takes it
-    if not (path / "adapter_config.json").is_file():
-        raise UserError("not a LoRA adapter folder (no adapter_config.json)", path=path)
+    if not Path(adapter).is_dir():
+        raise UserError("adapter folder not found", path=adapter)
+    path = adapter_folder(adapter)
     trained = trained_labels(path)
     if trained is not None and tuple(trained) != tuple(labels):
         raise UserError(f"adapter was trained on labels <{', '.join(trained)}> but the data has "

@@ -17,7 +17,8 @@ from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, write_json, write_jsonl
 from instructerc.labels import LABEL_SETS, UNIFIED
 from instructerc.metrics import classification_metrics, format_table, save_confusion_png
-from instructerc.records import PromptRecord, load_records
+from instructerc.records import PromptRecord
+from instructerc.records import load_split as records_split
 
 SPLITS = ("train", "dev", "test")
 
@@ -33,16 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_split(data: str | Path, split: str, limit: int | None = None) -> list[PromptRecord]:
     """The labelled ERC records of a prepared split, all sharing one label list."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    records = records_split(data, split, ("erc",))[:limit]
     path = Path(data) / f"{split}.jsonl"
-    if not Path(data).is_dir():
-        raise UserError("prepared-data folder not found", path=data)
-    records = load_records(path, tasks=("erc",))
-    if limit is not None:
-        if limit < 1:
-            raise UserError(f"--limit must be at least 1, got {limit}")
-        records = records[:limit]
-    if not records:
-        raise UserError("no ERC records to evaluate (empty file?)", path=path)
     for r in records:
         if not r.target:
             raise UserError(f"record {r.id} has no gold label; eval needs labelled data (use `predict`)", path=path)

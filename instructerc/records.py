@@ -65,5 +65,18 @@ def load_records(path: str | Path, tasks: tuple[str, ...] | None = None) -> list
     return out
 
 
+def load_split(data: str | Path, split: str, tasks: tuple[str, ...]) -> list[PromptRecord]:
+    """The `tasks` records of one split of a prepared-data folder; none at all is an error."""
+    path = Path(data) / f"{split}.jsonl"
+    if not Path(data).is_dir():
+        raise UserError("prepared-data folder not found", path=data)
+    if not path.is_file():
+        raise UserError("file not found (prepare the data with `instructerc prepare`)", path=path)
+    records = load_records(path, tasks=tasks)
+    if not records:
+        raise UserError(f"no {' or '.join(tasks)} records (empty file?)", path=path)
+    return records
+
+
 def save_records(path: str | Path, records: list[PromptRecord]) -> int:
     return write_jsonl(path, (r.to_json() for r in records))

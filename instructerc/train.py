@@ -26,6 +26,7 @@ import yaml
 from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_checkpoint
 from instructerc.errors import UserError
 from instructerc.fileio import write_json, write_text
+from instructerc.records import load_split
 from instructerc.train_config import grad_accum, resolve_config
 
 STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
@@ -50,8 +51,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.stage not in STAGES:
-        raise UserError(f"unknown stage {args.stage!r}; choose one of {', '.join(STAGES)}")
     cfg = resolve_config(args.config, args.overrides)
     train(cfg, stage=args.stage, data=args.data, model_spec=args.model, out=args.out,
           init_adapter=args.init_adapter, resume=args.resume, local_rank=args.local_rank)
@@ -192,18 +191,6 @@ def save_adapter(model, path: Path, info: dict) -> None:
 
 # --- data ------------------------------------------------------------------------------------
 
-def load_split(data: Path, split: str, tasks: tuple[str, ...]):
-    from instructerc.records import load_records
-
-    path = data / f"{split}.jsonl"
-    if not path.is_file():
-        raise UserError(f"no {split}.jsonl (prepare the data with `instructerc prepare`)", path=data)
-    records = load_records(path, tasks=tasks)
-    if not records:
-        raise UserError(f"no {' or '.join(tasks)} records in this split", path=path)
-    return records
-
-
 def dev_sample(records: list, cap: int, seed: int) -> list:
     if not cap or cap >= len(records):
         return records
@@ -261,8 +248,6 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     data, out = Path(data), Path(out)
-    if not data.is_dir():
-        raise UserError("data folder not found", path=data)
     if init_adapter is not None and not Path(init_adapter).exists():
         raise UserError("adapter not found", path=init_adapter)
     task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
@@ -332,6 +317,12 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
     bar = tqdm(total=total_steps, initial=state["global_step"], desc=f"train {stage}", disable=rank != 0,
                dynamic_ncols=True)
     tasks = sorted(task_weight)
+
+    def stop_early() -> dict:
+        bar.close()
+        log(f"stopped after step {state['global_step']} (stop_after); continue with --resume")
+        return {}
+
     engine.train()
     for epoch in range(state["epoch"], epochs):
         plan = batching.epoch_plan(lengths, cfg["micro_batch"], accum, world, cfg["seed"], epoch)
@@ -371,9 +362,7 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
             if not last_of_epoch and ((cfg["checkpoint_every"] and gstep % cfg["checkpoint_every"] == 0) or stopping):
                 save_checkpoint(engine, out, state, rank, cfg["keep_checkpoints"])
             if stopping:
-                bar.close()
-                log(f"stopped after step {gstep} (stop_after); continue with --resume")
-                return {}
+                return stop_early()
 
         # ---- end of epoch: dev scores, best adapter, checkpoint
         scores = {}
@@ -390,9 +379,7 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
         state.update(epoch=epoch + 1, step_in_epoch=0, best=shared[0])
         save_checkpoint(engine, out, state, rank, cfg["keep_checkpoints"])
         if state["global_step"] == cfg["stop_after"] and epoch + 1 < epochs:
-            bar.close()
-            log(f"stopped after step {state['global_step']} (stop_after); continue with --resume")
-            return {}
+            return stop_early()
     bar.close()
 
     # ---- the end: every rank must hold the same adapter

