@@ -324,6 +324,19 @@ def _eval_mode(model):
 DECODE_MODES = ("score", "generate")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a zero batch or budget is a mistake, not a request)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_decoding_arguments(parser) -> None:
     parser.add_argument("--model", required=True, metavar="M",
                         help="base model: local folder, .gguf file or alias (see `instructerc model`)")
@@ -331,13 +344,13 @@ def add_decoding_arguments(parser) -> None:
     parser.add_argument("--decode", choices=DECODE_MODES, default="score",
                         help="score: label-constrained scoring (default); generate: free generation mapped to "
                              "the nearest label by edit distance, as the paper")
-    parser.add_argument("--num-beams", type=int, default=1, help="beams for --decode generate (default 1: greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=32,
+    parser.add_argument("--num-beams", type=positive_int, default=1, help="beams for --decode generate (default 1: greedy)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32,
                         help="cap on generated tokens for --decode generate (default 32)")
-    parser.add_argument("--max-length", type=int, metavar="N",
+    parser.add_argument("--max-length", type=positive_int, metavar="N",
                         help="--decode generate with the original code's budget instead: N tokens in all, "
                              "padded prompt included (its scripts: 1024 for MELD and EmoryNLP, 1200 for IEMOCAP)")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="prompts per forward pass (default 8)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="weights' precision for decoding; bfloat16 is about 1.7x faster on CPUs with "
                              "AVX512-BF16 and on GPUs, at a small numerical difference (default float32)")

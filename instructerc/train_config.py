@@ -97,6 +97,8 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"precision must be auto, bf16 or fp32 (fp16 overflows), got {cfg['precision']!r}")
     if cfg["schedule"] not in ("cosine", "linear", "constant"):
         raise UserError(f"schedule must be cosine, linear or constant, got {cfg['schedule']!r}")
+    if cfg["beta"] < 0:
+        raise UserError(f"beta must be >= 0 (0 leaves emotion prediction out), got {cfg['beta']}")
     for key in ("batch_size", "micro_batch", "max_length"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")

@@ -139,6 +139,17 @@ def test_eval_bad_input_one_line_error_nothing_written(tmp_path, tiny_model_dir,
             "no data": "folder not found"}[problem] in err
 
 
+@pytest.mark.parametrize("option", [["--batch-size", "0"], ["--max-length", "-5"], ["--max-new-tokens", "0"],
+                                    ["--num-beams", "two"]])
+def test_eval_refuses_a_zero_or_malformed_decoding_number(tmp_path, tiny_model_dir, capsys, option):
+    data = prepared(tmp_path / "data")
+    with pytest.raises(SystemExit) as stop:
+        run_eval(capsys, "--data", data, "--model", tiny_model_dir, "--out", tmp_path / "out", *option)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option[0]}:" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_refuses_to_replace_a_foreign_folder(tmp_path, tiny_model_dir, capsys):
     data = prepared(tmp_path / "data")
     out = tmp_path / "mine"

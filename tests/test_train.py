@@ -62,7 +62,7 @@ def test_every_shipped_config_is_valid_and_follows_the_paper():
             assert cfg["lora"]["r"] == 16 and cfg["lora"]["alpha"] == 16 and cfg["batch_size"] == 32
 
 
-@pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1"])
+@pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1", "beta=-0.1"])
 def test_unknown_or_malformed_override_is_a_user_error(bad):
     with pytest.raises(UserError):
         resolve_config(None, [bad])
