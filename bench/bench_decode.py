@@ -44,7 +44,11 @@ def pack_stats(tok, records, batch_size: int, max_tokens: int) -> dict:
                 trie.insert(a[:-1], last)
         nodes, packs = nodes + len(trie), packs + 1
     total = sum(map(len, prompts))
-    return {"prompt_tokens": total, "mean_prompt_tokens": round(total / len(prompts), 1), "packs": packs,
+    # what no prefix sharing can save: each ERC prompt's own end, after the history block
+    tails = [len(tok(r.prompt[r.prompt.rindex(" ###\n") + 5:], add_special_tokens=False).input_ids)
+             for r in records if " ###\n" in r.prompt]
+    return {"prompt_tokens": total, "mean_prompt_tokens": round(total / len(prompts), 1),
+            "mean_tokens_after_history": round(sum(tails) / len(tails), 1) if tails else None, "packs": packs,
             "pack_tokens_with_label_branches": nodes, "prompt_tokens_per_pack_token": round(total / nodes, 2)}
 
 
