@@ -52,6 +52,38 @@ def pack_stats(tok, records, batch_size: int, max_tokens: int) -> dict:
             "pack_tokens_with_label_branches": nodes, "prompt_tokens_per_pack_token": round(total / nodes, 2)}
 
 
+
+def relaid_template_bound(tok, records) -> dict:
+    """The most an exact scorer could share if the ERC template were re-laid for it (and the model
+    retrained): every fixed phrase ahead of the history, so that after its branch point a prompt holds
+    only its demonstration lines, its target utterance and the chat template's closing tokens, plus
+    its label branches; each dialogue's history (its longest, with the template's opening) once."""
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False).input_ids)
+
+    probe = models.prompt_ids(tok, "XYZQ")  # where the chat template puts a prompt's text
+    inner = tok("XYZQ", add_special_tokens=False).input_ids
+    opening = next(i for i in range(len(probe)) if probe[i:i + len(inner)] == inner)
+    closing = len(probe) - opening - len(inner)
+    own = branches = 0
+    heads: dict[tuple[str, str], str] = {}
+    for r in records:
+        cut = r.prompt.rindex(" ###\n")
+        own += sum(n(line) for line in r.prompt[cut:].splitlines() if " -> " in line)
+        own += n(r.prompt[r.prompt.rindex("label of <") + 10:r.prompt.rindex("> from <")]) + closing
+        labels = decode._Trie()  # labels with a common first token share it, as in the packs
+        for lab in r.labels:
+            labels.insert(models.answer_ids(tok, lab)[:-1])
+        branches += len(labels)
+        key = (r.dataset, r.dialogue_id)
+        heads[key] = max(heads.get(key, ""), r.prompt[:cut], key=len)
+    head_tokens = sum(n(h) + opening for h in heads.values())
+    total = sum(len(models.prompt_ids(tok, r.prompt)) for r in records)
+    least = own + branches + head_tokens
+    return {"own_tokens_after_branch_point": own, "label_branch_tokens": branches,
+            "dialogue_head_tokens": head_tokens, "least_tokens": least,
+            "prompt_tokens_per_least_token": round(total / least, 2)}
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -79,7 +111,8 @@ def main() -> None:
     records = load_split(args.data, args.split, args.n)
     if args.stats_only:
         tok = models.load_tokenizer(models.resolve_model(args.model))
-        print(json.dumps(pack_stats(tok, records, args.batch_size, args.max_tokens), indent=2))
+        stats = pack_stats(tok, records, args.batch_size, args.max_tokens)
+        print(json.dumps({**stats, "relaid_template_bound": relaid_template_bound(tok, records)}, indent=2))
         return
     model, tok = decode.load_for_decoding(args.model, args.adapter)
     decode.score_records(model, tok, records[:2], progress=False)  # warm-up, not timed
