@@ -21,6 +21,7 @@ from functools import partial
 import torch
 
 from instructerc import decode, models
+from instructerc.trie import Trie
 from instructerc.evaluate import load_split
 from instructerc.metrics import classification_metrics
 
@@ -37,7 +38,7 @@ def pack_stats(tok, records, batch_size: int, max_tokens: int) -> dict:
     answers = [[models.answer_ids(tok, lab) for lab in r.labels] for r in records]
     nodes = packs = 0
     for group in decode._packs(prompts, answers, batch_size, max_tokens):
-        trie = decode._Trie()
+        trie = Trie()
         for i in group:
             last = trie.insert(prompts[i])[-1]
             for a in answers[i]:
@@ -71,7 +72,7 @@ def relaid_template_bound(tok, records) -> dict:
         cut = r.prompt.rindex(" ###\n")
         own += sum(n(line) for line in r.prompt[cut:].splitlines() if " -> " in line)
         own += n(r.prompt[r.prompt.rindex("label of <") + 10:r.prompt.rindex("> from <")]) + closing
-        labels = decode._Trie()  # labels with a common first token share it, as in the packs
+        labels = Trie()  # labels with a common first token share it, as in the packs
         for lab in r.labels:
             labels.insert(models.answer_ids(tok, lab)[:-1])
         branches += len(labels)

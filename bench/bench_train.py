@@ -52,8 +52,8 @@ def bare_loop(cfg: dict, model_dir: Path, data: Path, stage: str, steps: int) ->
     tok = models.load_tokenizer(model_dir)
     records = load_records(data / "train.jsonl", tasks=tuple(STAGES[stage]))
     examples = [batching.encode(tok, r, cfg["max_length"]) for r in records]
-    plan = batching.epoch_plan([len(e.input_ids) for e in examples], cfg["micro_batch"], grad_accum(cfg, 1),
-                               1, cfg["seed"], 0)[:steps]
+    plan = batching.micro_batch_plan([len(e.input_ids) for e in examples], cfg["micro_batch"], grad_accum(cfg, 1),
+                                     1, cfg["seed"], 0)[:steps]
     lora = cfg["lora"]
     model = get_peft_model(models.load_model(model_dir), LoraConfig(
         r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
@@ -63,7 +63,7 @@ def bare_loop(cfg: dict, model_dir: Path, data: Path, stage: str, steps: int) ->
     tokens, start = 0, time.perf_counter()
     for step in plan:
         for micro in step[0]:
-            batch = batching.collate([examples[i] for i in micro], tok.pad_token_id, [1.0] * len(micro))
+            batch = batching.collate([examples[i] for i in micro], tok.pad_token_id)
             labels = batch["input_ids"].masked_fill(~batch["answer_mask"], -100)
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         position_ids=batch["position_ids"], labels=labels)
@@ -93,12 +93,12 @@ def peak_memory(mode: str, model_dir: Path, micro_batch: int, length: int) -> di
         task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     ex = batching.Example(tuple(range(100, 100 + length)), 3, "erc", False)
-    batch = batching.collate([ex] * micro_batch, 0, [1.0 / micro_batch] * micro_batch)
+    batch = batching.collate([ex] * micro_batch, 0)
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) after loading
     before = proc_status_kib("VmRSS")
     start = time.perf_counter()
     if mode == "trainer":  # logits only for the answer positions
-        loss = (batching.example_losses(model, batch) * batch["weights"]).sum()
+        loss = batching.example_losses(model, batch).sum() / micro_batch
     else:  # what a plain HF loop does: logits for every position
         labels = batch["input_ids"].masked_fill(~batch["answer_mask"], -100)
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "meld.yaml")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--set", dest="overrides", action="append",
-                    default=["batch_size=8", "micro_batch=4", "lora.dropout=0.05"])
+                    default=["batch_size=8", "micro_batch=4", "lora.dropout=0.05", "packing=none"])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--memory-only", choices=("trainer", "bare"), help=argparse.SUPPRESS)
     args = ap.parse_args()

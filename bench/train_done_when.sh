@@ -31,7 +31,7 @@ import json
 R="runs/meld_p005"
 for n in ["one_speaker","one_joint","two_speaker","two_joint","killed_joint"]:
     s=json.load(open(f"{R}/{n}/summary.json"))
-    print(n, s["steps"], s["world_size"], round(s["tokens_per_s_this_process"],1), s["best"]["dev_weighted_f1"], s["adapter_sha256"][:16])
+    print(n, s["steps"], s["world_size"], round(s.get("tokens_per_s", s.get("tokens_per_s_this_process", 0)),1), s["best"]["dev_weighted_f1"], s["adapter_sha256"][:16])
 a=json.load(open(f"{R}/one_joint/summary.json"))["adapter_sha256"]; b=json.load(open(f"{R}/killed_joint/summary.json"))["adapter_sha256"]
 print("killed+resumed == uninterrupted:", a==b)
 PY

@@ -36,14 +36,12 @@ the token budget per pack (`max_tokens`).
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
-from instructerc.errors import UserError
-from instructerc.models import adapter_folder, answer_ids, prompt_ids
+from instructerc.models import answer_ids, prompt_ids
 from instructerc.records import PromptRecord
+from instructerc.trie import Trie, group_by_budget, tree_logits
 
 
 @dataclass(frozen=True)
@@ -96,95 +94,24 @@ def label_logprobs(model, prompts: list[list[int]], answers: list[list[list[int]
     """
     import torch
 
-    attn = getattr(model.config, "_attn_implementation", "sdpa")
-    if attn not in ("sdpa", "eager"):  # flash kernels ignore a custom 4-D mask: the scores would be wrong
-        raise ValueError(f"label scoring needs attn_implementation 'sdpa' or 'eager', not {attn!r}")
-    trie = _Trie()
+    trie = Trie()
     plan = []  # per prompt, per answer: (nodes whose logits predict the answer's tokens, the tokens)
     for prompt, cands in zip(prompts, answers):
         last = trie.insert(prompt)[-1]
         plan.append([([last] + trie.insert(a[:-1], last), a) for a in cands])
     keep = sorted({n for row in plan for nodes, _ in row for n in nodes})
     column = {n: c for c, n in enumerate(keep)}
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    dtype = dtype if dtype.is_floating_point else torch.float32
-    bias = torch.zeros((1, 1, len(trie), len(trie)), dtype=dtype).masked_fill_(~trie.ancestor_mask(), torch.finfo(dtype).min)
     with torch.inference_mode():
-        logits = model(
-            input_ids=torch.tensor([trie.tokens], device=device),
-            position_ids=torch.tensor([trie.depth], device=device),
-            attention_mask=bias.to(device), logits_to_keep=torch.tensor(keep, device=device), use_cache=False,
-        ).logits[0]
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        logp = torch.log_softmax(tree_logits(model, trie, keep).float(), dim=-1).cpu()
     return [[float(logp[[column[n] for n in nodes], toks].sum()) for nodes, toks in row] for row in plan]
-
-
-class _Trie:
-    """Token sequences stored once per distinct prefix, flattened so a parent precedes its children."""
-
-    def __init__(self):
-        self.tokens: list[int] = []
-        self.parent: list[int] = []
-        self.depth: list[int] = []
-        self._child: dict[tuple[int, int], int] = {}
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def insert(self, ids: Sequence[int], after: int = -1) -> list[int]:
-        """Add `ids` below node `after` (-1: the root); return the node of each token."""
-        nodes = []
-        for tok in ids:
-            node = self._child.get((after, tok))
-            if node is None:
-                node = self._child[(after, tok)] = len(self.tokens)
-                self.tokens.append(tok)
-                self.parent.append(after)
-                self.depth.append(self.depth[after] + 1 if after >= 0 else 0)
-            nodes.append(node)
-            after = node
-        return nodes
-
-    def new_nodes(self, ids: Sequence[int]) -> int:
-        """How many nodes inserting `ids` at the root would add."""
-        after = -1
-        for k, tok in enumerate(ids):
-            after = self._child.get((after, tok), -2)
-            if after == -2:
-                return len(ids) - k
-        return 0
-
-    def ancestor_mask(self):
-        """(1, 1, n, n) bool: node i may attend to node j iff j is i or one of its ancestors."""
-        import torch
-
-        n = len(self.tokens)
-        mask = torch.zeros((n, n), dtype=torch.bool)
-        for i, p in enumerate(self.parent):  # parents come first, so their rows are complete
-            if p >= 0:
-                mask[i] = mask[p]
-            mask[i, i] = True
-        return mask[None, None]
 
 
 def _packs(prompts: list[list[int]], answers: list[list[list[int]]], batch_size: int, max_tokens: int):
     """Index groups to score together: prompts in lexicographic token order (shared prefixes adjacent),
     cut when a group reaches `batch_size` prompts or its trie would exceed `max_tokens` nodes."""
     order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-    group: list[int] = []
-    trie = _Trie()
-    for i in order:
-        grow = trie.new_nodes(prompts[i]) + sum(len(a) - 1 for a in answers[i])
-        if group and (len(group) >= batch_size or len(trie) + grow > max_tokens):
-            yield group
-            group, trie = [], _Trie()
-        group.append(i)
-        last = trie.insert(prompts[i])[-1]
-        for a in answers[i]:
-            trie.insert(a[:-1], last)
-    if group:
-        yield group
+    branches = [sum(len(a) - 1 for a in cands) for cands in answers]
+    return group_by_budget(order, prompts, max_tokens, max_items=batch_size, extra=branches)[0]
 
 
 def naive_label_logprobs(model, prompt: list[int], answers: list[list[int]]) -> list[float]:
@@ -351,56 +278,21 @@ def add_decoding_arguments(parser) -> None:
                         help="--decode generate with the original code's budget instead: N tokens in all, "
                              "padded prompt included (its scripts: 1024 for MELD and EmoryNLP, 1200 for IEMOCAP)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="prompts per forward pass (default 8)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="weights' precision for decoding; bfloat16 is about 1.7x faster on CPUs with "
-                             "AVX512-BF16 and on GPUs, at a small numerical difference (default float32)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="weights' precision for decoding. auto (default): bfloat16 where the hardware computes "
+                             "it natively (a bf16 GPU, a CPU with AMX or AVX512-BF16), else float32, as training does")
 
 
-def check_adapter(adapter: str | None, labels: Sequence[str]) -> None:
-    """Refuse an adapter folder that does not exist, or one trained on another label set."""
-    if adapter is None:
-        return
-    if not Path(adapter).is_dir():
-        raise UserError("adapter folder not found", path=adapter)
-    path = adapter_folder(adapter)
-    trained = trained_labels(path)
-    if trained is not None and tuple(trained) != tuple(labels):
-        raise UserError(f"adapter was trained on labels <{', '.join(trained)}> but the data has "
-                        f"<{', '.join(labels)}>; prepare the data with the adapter's label set", path=path)
-
-
-def run_config(adapter_dir: Path) -> dict | None:
-    """The resolved config of the training run an adapter came from: RUN/config.yaml beside
-    RUN/best (or inside the adapter folder). None when there is none (e.g. a foreign adapter)."""
-    import yaml
-
-    for config in (adapter_dir / "config.yaml", adapter_dir.parent / "config.yaml"):
-        if config.is_file():
-            return yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    return None
-
-
-def trained_labels(adapter_dir: Path) -> tuple[str, ...] | None:
-    """The label list an adapter was trained on: its run config's `labels`, else the manifest of
-    the config's `data` folder. None when unknown."""
-    cfg = run_config(adapter_dir) or {}
-    if cfg.get("labels"):
-        return tuple(cfg["labels"])
-    manifest = Path(str(cfg.get("data", ""))) / "manifest.json"
-    if cfg.get("data") and manifest.is_file():
-        return tuple(json.loads(manifest.read_text(encoding="utf-8"))["labels"])
-    return None
-
-
-def load_for_decoding(model_spec: str, adapter: str | None = None, dtype: str = "float32"):
-    """(model, tokenizer): the base model, with the LoRA adapter applied when given."""
+def load_for_decoding(model_spec: str, adapter: str | None = None, dtype: str = "auto"):
+    """(model, tokenizer): the base model in `dtype` (auto: `models.fast_dtype()`), with the LoRA
+    adapter applied when given."""
     import torch
 
     from instructerc import models
 
     path = models.resolve_model(model_spec)
     tokenizer = models.load_tokenizer(path)
-    model = models.load_model(path, dtype=getattr(torch, dtype))
+    model = models.load_model(path, dtype=getattr(torch, models.fast_dtype() if dtype == "auto" else dtype))
     if adapter is not None:
         model = models.load_adapter(model, adapter)
     return model.eval(), tokenizer

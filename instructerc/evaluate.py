@@ -11,14 +11,15 @@ import json
 import time
 from pathlib import Path
 
-from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, decoding_options, \
-    is_label, load_for_decoding
+from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, is_label, \
+    load_for_decoding
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, write_json, write_jsonl
 from instructerc.labels import LABEL_SETS, UNIFIED
 from instructerc.metrics import classification_metrics, format_table, save_confusion_png
 from instructerc.records import PromptRecord
 from instructerc.records import load_split as records_split
+from instructerc.runs import check_adapter
 
 SPLITS = ("train", "dev", "test")
 
@@ -116,7 +117,7 @@ def run(args) -> int:
     metrics["run"] = {"data": str(args.data), "split": args.split, "model": str(args.model),
                       "adapter": args.adapter, "limit": args.limit, "num_beams": args.num_beams,
                       "max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "batch_size": args.batch_size,
-                      "dtype": args.dtype}
+                      "dtype": args.dtype, "weights_dtype": str(model.dtype).removeprefix("torch.")}
     name = records[0].label_set if records[0].label_set in LABEL_SETS else records[0].dataset
     title = f"{name} {args.split} ({args.decode}{', zero-shot' if not args.adapter else ''}): " \
             f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}"

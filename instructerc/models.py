@@ -33,6 +33,23 @@ def load_model(path: str | Path, dtype=None):
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
 
 
+def bf16_is_fast() -> bool:
+    """Whether this machine computes bf16 natively: a bf16-capable GPU, or a CPU with AMX or
+    AVX512-BF16 (oneDNN's bf16 kernels). Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16
+    matmul ran 6.3x slower than fp32 and an autocast forward of SmolLM2 3.5x slower (BENCHMARKS.md)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
+def fast_dtype() -> str:
+    """What `precision: auto` and `--dtype auto` choose: "bfloat16" where it is native, else "float32"."""
+    return "bfloat16" if bf16_is_fast() else "float32"
+
+
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
     """The model's input for a prompt: its chat template when it has one, else the plain text."""
     if getattr(tokenizer, "chat_template", None):

@@ -17,13 +17,13 @@ import csv
 import json
 from pathlib import Path
 
-from instructerc.decode import Prediction, add_decoding_arguments, check_adapter, decode_records, decoding_options, \
-    load_for_decoding, run_config
+from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, load_for_decoding
 from instructerc.dialogue import Dialogue
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, sha256_file, write_jsonl
 from instructerc.labels import LABEL_SETS, LabelSet
 from instructerc.records import PromptRecord
+from instructerc.runs import check_adapter, run_config
 
 DEFAULT_WINDOW, DEFAULT_SPEAKER_MODE = 12, "name"
 

@@ -5,19 +5,22 @@
     stage plain   : LoRA on `erc` alone (the paper's LoRA baseline)
 
 One process (`instructerc train ...`) or several (`deepspeed --num_gpus N instructerc train ...`,
-`mpirun`): the same code; every rank builds the same data plan and takes its own share of each
-step, rank 0 alone writes. The loop is `train()` below, in plain sight.
+`mpirun`): the same code; every rank builds the same data plan (`batching.epoch_plan`: dialogue
+packs by default) and takes its own share of each step, rank 0 alone writes. `train()` below
+reads top to bottom: set-up, resume, the loop over epochs and steps, the epoch's dev evaluation
+and best adapter, the end.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import random
 import socket
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_ch
 from instructerc.errors import UserError
 from instructerc.fileio import write_json, write_text
 from instructerc.records import load_split
+from instructerc.runs import RunLog, adapter_digest, save_adapter
 from instructerc.train_config import grad_accum, resolve_config
 
 STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
@@ -106,33 +110,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def use_bf16(cfg: dict) -> bool:
-    import torch
+def precision(cfg: dict) -> str:
+    """bf16 or fp32 for this run. `auto` takes bf16 only where the hardware computes it natively
+    (`models.bf16_is_fast`); bf16 then means bf16 base weights and autocast, with the LoRA weights,
+    their gradients and the optimizer state in fp32."""
+    from instructerc.models import bf16_is_fast
 
-    if cfg["precision"] == "fp32":
-        return False
-    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if cfg["precision"] == "bf16" and not supported:
-        raise UserError("precision bf16 asked for, but this machine has no bf16-capable GPU; use fp32 or auto")
-    # on CPU bf16 matmuls are slower than fp32 without AMX, so `auto` keeps fp32 there
-    return supported
+    if cfg["precision"] == "auto":
+        return "bf16" if bf16_is_fast() else "fp32"
+    return cfg["precision"]
 
 
 def deepspeed_config(cfg: dict, world: int) -> dict:
+    """The trainer sets every accumulation boundary itself (a step's units vary in number), so
+    DeepSpeed sees one sample per micro-step and one micro-step per step: its counters only."""
     return {
-        "train_micro_batch_size_per_gpu": cfg["micro_batch"],
-        "gradient_accumulation_steps": grad_accum(cfg, world),
-        "train_batch_size": cfg["batch_size"],
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world,
         "gradient_clipping": cfg["grad_clip"],
         "zero_optimization": {"stage": cfg["zero_stage"]},
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": use_bf16(cfg)},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
 
 
 def lr_lambda(cfg: dict, total_steps: int):
+    """Linear warm-up over `warmup_ratio` of all steps, then `schedule` down to 0 at the last."""
     warmup = int(cfg["warmup_ratio"] * total_steps)
 
     def factor(step: int) -> float:
@@ -150,12 +155,14 @@ def lr_lambda(cfg: dict, total_steps: int):
 
 # --- model -----------------------------------------------------------------------------------
 
-def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None):
+def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None, bf16: bool = False):
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from instructerc import models
 
-    model = models.load_model(model_dir)
+    # frozen base weights in bf16; PEFT keeps the adapter's own weights in fp32 (autocast_adapter_dtype)
+    model = models.load_model(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
     model.config.use_cache = False
     if cfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
@@ -167,26 +174,6 @@ def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None):
         r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
         target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
     ))
-
-
-def adapter_digest(model) -> str:
-    """sha256 of the trainable (LoRA) weights: equal on every rank at the end, or something broke."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        if p.requires_grad:
-            h.update(name.encode())
-            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_adapter(model, path: Path, info: dict) -> None:
-    from instructerc.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        model.save_pretrained(str(tmp))
-        write_json(tmp / "trained.json", info)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -209,27 +196,76 @@ def evaluate_dev(model, tokenizer, records: list, cfg: dict) -> dict:
             "dev_macro_f1": scores["macro_f1"], "dev_label_nll": nll, "dev_n": len(preds)}
 
 
-# --- logging ---------------------------------------------------------------------------------
+# --- the state of a run ------------------------------------------------------------------------
 
-class RunLog:
-    """Rank 0's log: RUN/train.log, RUN/metrics.jsonl, and messages printed above the bar."""
+@dataclass
+class Progress:
+    """Where the run is; saved with every checkpoint (trainer_state.json) and restored by --resume."""
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: dict | None = None  # the best dev epoch so far: {epoch, step, dev_weighted_f1, ...}
+    tokens: int = 0  # prompt + answer tokens of the examples trained on
+    computed: int = 0  # token positions the model ran: trie nodes (packs) or padded cells (micro-batches)
 
-    def __init__(self, run: Path, active: bool):
-        self.active, self.run = active, run
 
-    def __call__(self, msg: str) -> None:
-        if not self.active:
-            return
-        from tqdm import tqdm
+@dataclass
+class StepStats:
+    """One optimizer step, summed over its units and then over all ranks."""
+    tasks: tuple[str, ...]
+    loss_sum: dict[str, float] = field(default_factory=dict)  # per task: sum of example losses
+    examples: dict[str, int] = field(default_factory=dict)  # per task: examples
+    tokens: int = 0
+    computed: int = 0
 
-        tqdm.write(msg, file=sys.stderr)
-        with open(self.run / "train.log", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+    def add(self, batch: list, losses, computed: int) -> None:
+        for e, loss in zip(batch, losses.tolist()):
+            self.loss_sum[e.task] = self.loss_sum.get(e.task, 0.0) + loss
+            self.examples[e.task] = self.examples.get(e.task, 0) + 1
+        self.tokens += sum(len(e.input_ids) for e in batch)
+        self.computed += computed
 
-    def metrics(self, row: dict) -> None:
-        if self.active:
-            with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+    def all_reduce(self) -> None:
+        import torch
+        import torch.distributed as dist
+
+        flat = torch.tensor([self.loss_sum.get(t, 0.0) for t in self.tasks] + [self.examples.get(t, 0) for t in self.tasks]
+                            + [self.tokens, self.computed], dtype=torch.float64)
+        dist.all_reduce(flat)
+        n = len(self.tasks)
+        self.loss_sum = dict(zip(self.tasks, flat[:n].tolist()))
+        self.examples = {t: int(c) for t, c in zip(self.tasks, flat[n:2 * n].tolist())}
+        self.tokens, self.computed = int(flat[-2]), int(flat[-1])
+
+    def task_losses(self) -> dict[str, float]:
+        return {f"loss_{t}": self.loss_sum[t] / max(1, self.examples[t]) for t in self.tasks}
+
+
+@dataclass
+class Run:
+    """What every phase of `train` reads: settings, data, the engine, this rank's place."""
+    cfg: dict
+    stage: str
+    out: Path
+    task_weight: dict[str, float]
+    examples: list
+    dev_records: list
+    tokenizer: object
+    engine: object
+    scheduler: object
+    rank: int
+    world: int
+    bf16: bool
+    epochs: int
+    steps_per_epoch: int
+    log: RunLog
+
+    def autocast(self):
+        import torch
+
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.engine.device.type, dtype=torch.bfloat16)
 
 
 # --- the recipe ------------------------------------------------------------------------------
@@ -237,6 +273,43 @@ class RunLog:
 def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init_adapter: Path | None = None,
           resume: bool = False, local_rank: int | None = None) -> dict:
     """Run one stage; returns the end-of-run summary (empty when stopped early by `stop_after`)."""
+    from tqdm import tqdm
+
+    from instructerc import batching
+
+    run = set_up(cfg, stage=stage, data=Path(data), model_spec=model_spec, out=Path(out),
+                 init_adapter=init_adapter, resume=resume, local_rank=local_rank)
+    progress = resume_from_checkpoint(run) if resume else Progress()
+    started, before = time.perf_counter(), Progress(**asdict(progress))
+    bar = tqdm(total=run.epochs * run.steps_per_epoch, initial=progress.global_step, desc=f"train {stage}",
+               disable=run.rank != 0, dynamic_ncols=True)
+    run.engine.train()
+    for epoch in range(progress.epoch, run.epochs):
+        plan = batching.epoch_plan(run.examples, cfg, run.world, epoch)
+        for step_in_epoch in range(progress.step_in_epoch, len(plan)):
+            t0 = time.perf_counter()
+            stats = train_step(run, plan[step_in_epoch])
+            progress.step_in_epoch, progress.global_step = step_in_epoch + 1, progress.global_step + 1
+            progress.tokens += stats.tokens
+            progress.computed += stats.computed
+            log_step(run, progress, stats, epoch, time.perf_counter() - t0, bar)
+            last_of_epoch = step_in_epoch + 1 == len(plan)
+            stopping = progress.global_step == cfg["stop_after"] and not last_of_epoch
+            if not last_of_epoch and (stopping or cfg["checkpoint_every"] and progress.global_step % cfg["checkpoint_every"] == 0):
+                save_checkpoint(run.engine, run.out, asdict(progress), run.rank, cfg["keep_checkpoints"])
+            if stopping:
+                return stop_early(run, progress, bar)
+        end_of_epoch(run, progress, epoch)
+        if progress.global_step == cfg["stop_after"] and epoch + 1 < run.epochs:
+            return stop_early(run, progress, bar)
+    bar.close()
+    return finish(run, progress, before, time.perf_counter() - started)
+
+
+def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init_adapter: Path | None,
+           resume: bool, local_rank: int | None) -> Run:
+    """Check the inputs (before any process group or model exists), join the ranks, write
+    RUN/config.yaml, encode the examples, build the model and the DeepSpeed engine."""
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -244,10 +317,8 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
 
     from instructerc import batching, models
 
-    # ---- inputs: checked before any process group or model exists
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    data, out = Path(data), Path(out)
     if init_adapter is not None and not Path(init_adapter).exists():
         raise UserError("adapter not found", path=init_adapter)
     task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
@@ -260,7 +331,7 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
         raise UserError("run folder already holds a run; pass --resume to continue it or choose another --out", path=out)
 
     rank, world = init_distributed(local_rank)
-    accum = grad_accum(cfg, world)
+    grad_accum(cfg, world)  # packing none: batch_size must split evenly; fails before any work
     resolved = {**cfg, "stage": stage, "data": str(data.resolve()), "model": str(model_spec),
                 "init_adapter": str(init_adapter) if init_adapter else None,
                 "labels": list(dev_records[0].labels), "world_size": world}
@@ -269,137 +340,143 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
         differ = sorted(k for k in resolved if k != "stop_after" and saved.get(k) != resolved[k])
         if differ:
             raise UserError(f"--resume with settings that differ from the run's config.yaml: {', '.join(differ)}", path=out)
-    log = RunLog(out, rank == 0)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     dist.barrier()
 
-    # ---- model, tokenizer, examples
     random.seed(cfg["seed"])
     torch.manual_seed(cfg["seed"])
     tokenizer = models.load_tokenizer(model_dir)
-    pad_id = tokenizer.pad_token_id
     examples = [batching.encode(tokenizer, r, cfg["max_length"])
                 for r in tqdm(train_records, desc="encoding", disable=rank != 0, leave=False)]
-    lengths = [len(e.input_ids) for e in examples]
-    model = build_model(cfg, model_dir, Path(init_adapter) if init_adapter else None)
-
-    steps_per_epoch = len(batching.epoch_plan(lengths, cfg["micro_batch"], accum, world, cfg["seed"], 0))
+    bf16 = precision(cfg) == "bf16"
+    model = build_model(cfg, model_dir, Path(init_adapter) if init_adapter else None, bf16)
     epochs = cfg["epochs"][stage]
-    total_steps = steps_per_epoch * epochs
+    steps_per_epoch = len(batching.epoch_plan(examples, cfg, world, 0))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * epochs))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg, world))
+    run = Run(cfg=cfg, stage=stage, out=out, task_weight=task_weight, examples=examples, dev_records=dev_records,
+              tokenizer=tokenizer, engine=engine, scheduler=scheduler, rank=rank, world=world, bf16=bf16,
+              epochs=epochs, steps_per_epoch=steps_per_epoch, log=RunLog(out, rank == 0))
+    units = (f"dialogue packs of at most {cfg['max_pack_tokens']} tokens" if cfg["packing"] == "dialogue"
+             else f"micro-batches of {cfg['micro_batch']} x accumulation {grad_accum(cfg, world)}")
+    run.log(f"stage {stage}: {len(examples)} train examples ({', '.join(f'{t} x{w:g}' for t, w in task_weight.items())}), "
+            f"{len(dev_records)} dev; batch {cfg['batch_size']} over {world} rank(s) in {units}; "
+            f"{epochs} epoch(s) x {steps_per_epoch} steps; zero {cfg['zero_stage']}, {'bf16' if bf16 else 'fp32'}, "
+            f"{torch.get_num_threads()} threads/rank; {sum(e.truncated for e in examples)} prompts truncated "
+            f"to {cfg['max_length']} tokens")
+    return run
 
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "tokens": 0}
-    if resume:
-        loaded = load_checkpoint(engine, out, rank)
-        if loaded is None:
-            log(f"--resume: no checkpoint in {out}, starting from the beginning")
-        else:
-            state = loaded
-            if rank == 0:
-                keep_metrics_until(out / "metrics.jsonl", state["global_step"])
-            log(f"resumed from step {state['global_step']} (epoch {state['epoch'] + 1}, "
-                f"step {state['step_in_epoch']} of {steps_per_epoch})")
+
+def resume_from_checkpoint(run: Run) -> Progress:
+    import torch.distributed as dist
+
+    loaded = load_checkpoint(run.engine, run.out, run.rank)
+    if loaded is None:
+        run.log(f"--resume: no checkpoint in {run.out}, starting from the beginning")
+        dist.barrier()
+        return Progress()
+    progress = Progress(**loaded)
+    if run.rank == 0:
+        keep_metrics_until(run.out / "metrics.jsonl", progress.global_step)
+    run.log(f"resumed from step {progress.global_step} (epoch {progress.epoch + 1}, "
+            f"step {progress.step_in_epoch} of {run.steps_per_epoch})")
     dist.barrier()
-    n_trunc = sum(e.truncated for e in examples)
-    log(f"stage {stage}: {len(examples)} train examples ({', '.join(f'{t} x{w:g}' for t, w in task_weight.items())}), "
-        f"{len(dev_records)} dev; {world} rank(s) x micro-batch {cfg['micro_batch']} x accumulation {accum} "
-        f"= batch {cfg['batch_size']}; {epochs} epoch(s) x {steps_per_epoch} steps; zero {cfg['zero_stage']}, "
-        f"{'bf16' if use_bf16(cfg) else 'fp32'}, {torch.get_num_threads()} threads/rank; {n_trunc} prompts truncated to {cfg['max_length']} tokens")
+    return progress
 
-    # ---- the loop
-    started, tokens_run = time.perf_counter(), 0
-    bar = tqdm(total=total_steps, initial=state["global_step"], desc=f"train {stage}", disable=rank != 0,
-               dynamic_ncols=True)
-    tasks = sorted(task_weight)
 
-    def stop_early() -> dict:
-        bar.close()
-        log(f"stopped after step {state['global_step']} (stop_after); continue with --resume")
-        return {}
+def train_step(run: Run, step: list[list[list[int]]]) -> StepStats:
+    """One optimizer step: this rank's units of the step, forward and backward each, then the update.
 
-    engine.train()
-    for epoch in range(state["epoch"], epochs):
-        plan = batching.epoch_plan(lengths, cfg["micro_batch"], accum, world, cfg["seed"], epoch)
-        for step_in_epoch in range(state["step_in_epoch"], len(plan)):
-            t0 = time.perf_counter()
-            step = plan[step_in_epoch]
-            scale = batching.task_scales([examples[i].task for r in step for mb in r for i in mb], task_weight)
-            stats = torch.zeros(2 * len(tasks) + 1, dtype=torch.float64)  # loss sum and count per task, tokens
-            for micro in step[rank]:
-                batch = batching.collate([examples[i] for i in micro], pad_id, [scale[examples[i].task] for i in micro])
-                batch = {k: v.to(engine.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                losses = batching.example_losses(engine, batch)
-                # DeepSpeed averages gradients over ranks: x world undoes it, our weights already
-                # normalise over the whole step (so no division by accumulation steps either)
-                engine.backward((losses * batch["weights"]).sum() * world, scale_wrt_gas=False)
-                engine.step()
-                for k, t in enumerate(tasks):
-                    sel = torch.tensor([examples[i].task == t for i in micro], device=losses.device)
-                    stats[2 * k] += losses.detach()[sel].sum().item()
-                    stats[2 * k + 1] += int(sel.sum())
-                stats[-1] += batch["tokens"]
-            dist.all_reduce(stats)
-            state.update(step_in_epoch=step_in_epoch + 1, global_step=state["global_step"] + 1,
-                         tokens=state["tokens"] + int(stats[-1]))
-            tokens_run += int(stats[-1])
-            task_loss = {f"loss_{t}": stats[2 * k].item() / max(1.0, stats[2 * k + 1].item()) for k, t in enumerate(tasks)}
-            loss = sum(task_weight[t] * task_loss[f"loss_{t}"] for t in tasks)
-            tok_s = stats[-1].item() / (time.perf_counter() - t0)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:.0f}")
-            gstep = state["global_step"]
-            if gstep % cfg["log_every"] == 0 or gstep == 1:
-                log.metrics({"step": gstep, "epoch": epoch + 1, "loss": loss, **task_loss,
-                             "lr": scheduler.get_last_lr()[0], "tokens": int(stats[-1]), "tokens_per_s": tok_s})
-            last_of_epoch = step_in_epoch + 1 == len(plan)
-            stopping = gstep == cfg["stop_after"] and not last_of_epoch
-            if not last_of_epoch and ((cfg["checkpoint_every"] and gstep % cfg["checkpoint_every"] == 0) or stopping):
-                save_checkpoint(engine, out, state, rank, cfg["keep_checkpoints"])
-            if stopping:
-                return stop_early()
+    Each task's loss is the mean over ITS examples in the whole step (all units, all ranks), so
+    the gradient is the same whatever the packing, the unit split or the number of ranks."""
+    import torch
 
-        # ---- end of epoch: dev scores, best adapter, checkpoint
-        scores = {}
-        if rank == 0:
-            scores = evaluate_dev(engine.module, tokenizer, dev_records, cfg)
-            log.metrics({"step": state["global_step"], "epoch": epoch + 1, **scores})
-            if state["best"] is None or scores["dev_weighted_f1"] > state["best"]["dev_weighted_f1"]:
-                state["best"] = {"epoch": epoch + 1, "step": state["global_step"], **scores}
-                save_adapter(engine.module, out / "best", {"stage": stage, **state["best"]})
-            log(f"epoch {epoch + 1}/{epochs}: dev weighted-F1 {scores['dev_weighted_f1']:.4f} "
-                f"(best {state['best']['dev_weighted_f1']:.4f}, epoch {state['best']['epoch']})")
-        shared = [state["best"]]
-        dist.broadcast_object_list(shared, src=0)
-        state.update(epoch=epoch + 1, step_in_epoch=0, best=shared[0])
-        save_checkpoint(engine, out, state, rank, cfg["keep_checkpoints"])
-        if state["global_step"] == cfg["stop_after"] and epoch + 1 < epochs:
-            return stop_early()
+    from instructerc import batching
+
+    examples = run.examples
+    scale = batching.task_scales([examples[i].task for units in step for unit in units for i in unit], run.task_weight)
+    stats = StepStats(tuple(sorted(run.task_weight)))
+    units = step[run.rank]
+    for k, unit in enumerate(units):
+        batch = [examples[i] for i in unit]
+        run.engine.set_gradient_accumulation_boundary(k == len(units) - 1)
+        with run.autocast():
+            losses, computed = batching.unit_losses(run.engine, batch, run.cfg["packing"], run.tokenizer.pad_token_id)
+        weights = torch.tensor([scale[e.task] for e in batch] or [0.0], device=losses.device)
+        # DeepSpeed averages gradients over ranks: x world undoes it, the weights already normalise
+        # over the whole step (so no division by the number of units either)
+        run.engine.backward((losses * weights).sum() * run.world, scale_wrt_gas=False)
+        stats.add(batch, losses.detach(), computed)
+    run.engine.step()
+    stats.all_reduce()
+    return stats
+
+
+def log_step(run: Run, progress: Progress, stats: StepStats, epoch: int, seconds: float, bar) -> None:
+    task_loss = stats.task_losses()
+    loss = sum(run.task_weight[t] * task_loss[f"loss_{t}"] for t in stats.tasks)
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{stats.tokens / seconds:.0f}")
+    if progress.global_step % run.cfg["log_every"] == 0 or progress.global_step == 1:
+        run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, "loss": loss, **task_loss,
+                         "lr": run.scheduler.get_last_lr()[0], "tokens": stats.tokens, "computed_tokens": stats.computed,
+                         "seconds": seconds, "tokens_per_s": stats.tokens / seconds})
+
+
+def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
+    """Rank 0 scores the dev split and keeps RUN/best if this epoch is the best so far; every
+    rank learns the choice; then a checkpoint."""
+    import torch.distributed as dist
+
+    if run.rank == 0:
+        with run.autocast():
+            scores = evaluate_dev(run.engine.module, run.tokenizer, run.dev_records, run.cfg)
+        run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
+        if progress.best is None or scores["dev_weighted_f1"] > progress.best["dev_weighted_f1"]:
+            progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}
+            save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best})
+        run.log(f"epoch {epoch + 1}/{run.epochs}: dev weighted-F1 {scores['dev_weighted_f1']:.4f} "
+                f"(best {progress.best['dev_weighted_f1']:.4f}, epoch {progress.best['epoch']})")
+    shared = [progress.best]
+    dist.broadcast_object_list(shared, src=0)
+    progress.epoch, progress.step_in_epoch, progress.best = epoch + 1, 0, shared[0]
+    save_checkpoint(run.engine, run.out, asdict(progress), run.rank, run.cfg["keep_checkpoints"])
+
+
+def stop_early(run: Run, progress: Progress, bar) -> dict:
     bar.close()
+    run.log(f"stopped after step {progress.global_step} (stop_after); continue with --resume")
+    return {}
 
-    # ---- the end: every rank must hold the same adapter
-    digest = adapter_digest(engine.module)
-    digests = [None] * world
+
+def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> dict:
+    """Every rank must hold the same adapter; rank 0 writes RUN/final and RUN/summary.json.
+    Speeds count this process's part of the run (`before`: where it started, after a resume)."""
+    import torch.distributed as dist
+
+    digest = adapter_digest(run.engine.module)
+    digests = [None] * run.world
     dist.all_gather_object(digests, digest)
     if len(set(digests)) != 1:
         raise RuntimeError(f"ranks ended with different adapters: {digests}")
-    elapsed = time.perf_counter() - started
-    summary = {"stage": stage, "steps": state["global_step"], "epochs": epochs, "world_size": world,
-               "train_examples": len(examples), "tokens": state["tokens"],
-               "tokens_per_s_this_process": tokens_run / elapsed if elapsed else 0.0,
-               "seconds": elapsed, "best": state["best"], "adapter_sha256": digest}
-    if rank == 0:
-        save_adapter(engine.module, out / "final", {"stage": stage, "step": state["global_step"], "sha256": digest})
-        write_json(out / "summary.json", summary)
-        best = state["best"] or {}
-        log(f"done: {state['global_step']} steps, {state['tokens']} tokens in {elapsed:.0f}s "
-            f"({summary['tokens_per_s_this_process']:.0f} tokens/s); best dev weighted-F1 "
-            f"{best.get('dev_weighted_f1', float('nan')):.4f} at epoch {best.get('epoch')}; "
-            f"adapters: {out / 'best'}, {out / 'final'}; all {world} rank(s) agree on adapter {digest[:12]}")
+    summary = {"stage": run.stage, "steps": progress.global_step, "epochs": run.epochs, "world_size": run.world,
+               "packing": run.cfg["packing"], "precision": "bf16" if run.bf16 else "fp32",
+               "train_examples": len(run.examples), "tokens": progress.tokens, "computed_tokens": progress.computed,
+               "tokens_per_s": (progress.tokens - before.tokens) / seconds if seconds else 0.0,
+               "computed_tokens_per_s": (progress.computed - before.computed) / seconds if seconds else 0.0,
+               "seconds": seconds, "best": progress.best, "adapter_sha256": digest}
+    if run.rank == 0:
+        save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest})
+        write_json(run.out / "summary.json", summary)
+        best = progress.best or {}
+        run.log(f"done: {progress.global_step} steps, {progress.tokens} tokens ({progress.computed} computed) in "
+                f"{seconds:.0f}s; best dev weighted-F1 {best.get('dev_weighted_f1', float('nan')):.4f} at epoch "
+                f"{best.get('epoch')}; adapters: {run.out / 'best'}, {run.out / 'final'}; all {run.world} rank(s) "
+                f"agree on adapter {digest[:12]}")
     dist.barrier()
     return summary

@@ -13,6 +13,8 @@ import yaml
 
 from instructerc.errors import UserError
 
+PACKINGS = ("dialogue", "none")
+
 DEFAULTS = {
     "seed": 42,
     "max_length": 1024,  # tokens of prompt + answer; longer prompts lose their oldest history
@@ -22,13 +24,15 @@ DEFAULTS = {
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,  # fraction of all optimizer steps spent warming up linearly
     "schedule": "cosine",  # decay after warm-up: cosine | linear | constant
-    "batch_size": 32,  # effective: micro_batch x grad_accum x world size
-    "micro_batch": 4,
+    "batch_size": 32,  # examples per optimizer step, all ranks together
+    "packing": "dialogue",  # dialogue: each forward is the token trie of a dialogue's records | none: padded micro-batches
+    "max_pack_tokens": 2048,  # trie nodes per pack (packing: dialogue); bounds a step's memory
+    "micro_batch": 4,  # records per padded micro-batch (packing: none); accumulation = batch_size / (micro_batch x ranks)
     "epochs": {"speaker": 3, "joint": 6, "plain": 6},
     "beta": 0.1,  # weight of the emotion-prediction loss in stage joint
     "grad_clip": 1.0,
     "zero_stage": 2,  # 0 or 2
-    "precision": "auto",  # auto (bf16 where supported, else fp32) | bf16 | fp32. Never fp16: it overflows.
+    "precision": "auto",  # auto (bf16 where the hardware computes it natively, else fp32) | bf16 | fp32. Never fp16: it overflows.
     "gradient_checkpointing": False,
     "checkpoint_every": 100,  # optimizer steps; 0 = only at epoch ends
     "keep_checkpoints": 2,
@@ -93,18 +97,23 @@ def resolve_config(config_path: str | Path | None, overrides: list[str] = ()) ->
 def check_config(cfg: dict) -> None:
     if cfg["zero_stage"] not in (0, 1, 2):
         raise UserError(f"zero_stage must be 0, 1 or 2 (LoRA gains nothing from 3), got {cfg['zero_stage']}")
+    if cfg["packing"] not in PACKINGS:
+        raise UserError(f"packing must be dialogue or none, got {cfg['packing']!r}")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):
         raise UserError(f"precision must be auto, bf16 or fp32 (fp16 overflows), got {cfg['precision']!r}")
     if cfg["schedule"] not in ("cosine", "linear", "constant"):
         raise UserError(f"schedule must be cosine, linear or constant, got {cfg['schedule']!r}")
     if cfg["beta"] < 0:
         raise UserError(f"beta must be >= 0 (0 leaves emotion prediction out), got {cfg['beta']}")
-    for key in ("batch_size", "micro_batch", "max_length"):
+    for key in ("batch_size", "micro_batch", "max_length", "max_pack_tokens"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
 
 
 def grad_accum(cfg: dict, world: int) -> int:
+    """Micro-batches per rank and step with `packing: none` (packs need no such split)."""
+    if cfg["packing"] != "none":
+        return 1
     per_pass = cfg["micro_batch"] * world
     if cfg["batch_size"] % per_pass:
         raise UserError(f"batch_size {cfg['batch_size']} is not a multiple of micro_batch x world size = {per_pass}")

@@ -57,7 +57,7 @@ def test_fast_scoring_equals_naive_reference(model, tokenizer):
 
 def test_prompts_sharing_a_prefix_and_duplicates(model, tokenizer):
     """One prompt is a prefix of another, one appears twice: the trie shares them, scores stay exact."""
-    from instructerc.decode import _Trie
+    from instructerc.trie import Trie
 
     base = models.prompt_ids(tokenizer, TEXTS[1])
     prompts = [base, base[:-7], base, base[:25] + [5, 6, 7]]
@@ -67,7 +67,7 @@ def test_prompts_sharing_a_prefix_and_duplicates(model, tokenizer):
         want = naive_label_logprobs(model, prompt, answers[0])
         assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
     assert fast[0] == fast[2]
-    trie = _Trie()
+    trie = Trie()
     for p in prompts:
         trie.insert(p)
     assert len(trie) == len(base) + 3  # everything else is shared

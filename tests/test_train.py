@@ -80,22 +80,56 @@ def test_fp16_is_refused():
         resolve_config(None, ["precision=fp16"])
 
 
+@pytest.mark.parametrize("bad, message", [("packing=dialog", "packing must be dialogue or none"),
+                                          ("precision=half", "precision must be"), ("max_pack_tokens=0", "max_pack_tokens")])
+def test_bad_packing_or_precision_is_a_user_error(bad, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(None, [bad])
+
+
+@pytest.mark.parametrize("fast, want", [(True, "bf16"), (False, "fp32")])
+def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch, fast, want):
+    from instructerc import models, train as train_module
+
+    monkeypatch.setattr(models, "bf16_is_fast", lambda: fast)
+    assert train_module.precision(resolve_config(None)) == want
+    assert train_module.precision(resolve_config(None, ["precision=fp32"])) == "fp32"
+    assert train_module.precision(resolve_config(None, ["precision=bf16"])) == "bf16"
+    assert models.fast_dtype() == ("bfloat16" if fast else "float32")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_learning_rate_warms_up_then_follows_the_schedule(schedule):
+    from instructerc.train import lr_lambda
+
+    f = lr_lambda(resolve_config(None, ["warmup_ratio=0.1", f"schedule={schedule}"]), total_steps=40)
+    factors = [f(s) for s in range(40)]
+    assert factors[:4] == pytest.approx([1 / 5, 2 / 5, 3 / 5, 4 / 5])  # 4 warm-up steps, linear
+    assert factors[4] == pytest.approx(1.0)
+    after = factors[4:]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+    if schedule == "constant":
+        assert set(after) == {1.0}
+    else:
+        assert after[-1] < 0.05 and after[18] == pytest.approx(0.5, abs=0.05)  # half-way down at mid-decay
+
+
 # --- batches and the loss -------------------------------------------------------------------
 
-def test_epoch_plan_covers_every_example_splits_ranks_and_is_reproducible():
+def test_micro_batch_plan_covers_every_example_splits_ranks_and_is_reproducible():
     lengths = [5 + (i * 7) % 13 for i in range(23)]
-    plan = batching.epoch_plan(lengths, micro_batch=2, grad_accum=3, world=2, seed=1, epoch=0)
+    plan = batching.micro_batch_plan(lengths, micro_batch=2, accum=3, world=2, seed=1, epoch=0)
     assert all(len(step) == 2 and all(len(r) == 3 for r in step) for step in plan)
     flat = [i for step in plan for r in step for mb in r for i in mb]
     assert set(flat) == set(range(23)) and len(flat) % 12 == 0  # padded to full steps
-    assert plan == batching.epoch_plan(lengths, 2, 3, 2, seed=1, epoch=0)
-    assert plan != batching.epoch_plan(lengths, 2, 3, 2, seed=1, epoch=1)
+    assert plan == batching.micro_batch_plan(lengths, 2, 3, 2, seed=1, epoch=0)
+    assert plan != batching.micro_batch_plan(lengths, 2, 3, 2, seed=1, epoch=1)
 
 
 def test_answer_mask_covers_exactly_the_answer_tokens(tokenizer):
     recs = [record("erc", i, LABELS[i], LABELS) for i in range(3)]
     examples = [batching.encode(tokenizer, r, 1024) for r in recs]
-    batch = batching.collate(examples, tokenizer.pad_token_id, [1.0] * 3)
+    batch = batching.collate(examples, tokenizer.pad_token_id)
     for row, r in enumerate(recs):
         ans = answer_ids(tokenizer, r.target)
         ids = batch["input_ids"][row][batch["answer_mask"][row]].tolist()
@@ -108,7 +142,7 @@ def test_loss_is_the_mean_nll_of_answer_tokens_only(tiny_model_dir, tokenizer):
     model = lora_model(tiny_model_dir).eval()
     recs = [record("erc", i, LABELS[i], LABELS) for i in range(4)]
     examples = [batching.encode(tokenizer, r, 1024) for r in recs]
-    batch = batching.collate(examples, tokenizer.pad_token_id, [1.0] * 4)
+    batch = batching.collate(examples, tokenizer.pad_token_id)
     got = batching.example_losses(model, batch)
     for row, e in enumerate(examples):  # reference: one unpadded sequence, HF's own masked loss
         ids = torch.tensor([e.input_ids])
@@ -128,8 +162,7 @@ def test_truncation_keeps_the_end_of_the_prompt_and_the_whole_answer(tokenizer):
 
 def _grads(model, batch, weights):
     model.zero_grad()
-    b = dict(batch, weights=torch.tensor(weights))
-    (batching.example_losses(model, b) * b["weights"]).sum().backward()
+    (batching.example_losses(model, batch) * torch.tensor(weights)).sum().backward()
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
@@ -142,7 +175,7 @@ def test_beta_scales_the_prediction_gradient(tiny_model_dir, tokenizer, beta):
             record("erc", 2, "neutral", LABELS), record("predict", 3, "angry", LABELS), record("predict", 4, "fear", LABELS)]
     examples = [batching.encode(tokenizer, r, 1024) for r in recs]
     tasks = [e.task for e in examples]
-    batch = batching.collate(examples, tokenizer.pad_token_id, [0.0] * len(examples))
+    batch = batching.collate(examples, tokenizer.pad_token_id)
     scale = batching.task_scales(tasks, {"erc": 1.0, "predict": beta})
     assert scale == pytest.approx({"erc": 1 / 2, "predict": beta / 3})
     joint = _grads(model, batch, [scale[t] for t in tasks])
@@ -179,8 +212,11 @@ def test_run_folder_and_two_stages(tmp_path, data_dir, tiny_model_dir):
     cfg = yaml.safe_load((run1 / "config.yaml").read_text())
     assert cfg["lr"] == 1e-3 and cfg["stage"] == "speaker" and cfg["labels"] == list(LABELS)
     rows = [json.loads(x) for x in (run1 / "metrics.jsonl").read_text().splitlines()]
-    assert {"step", "loss_speaker", "lr", "tokens_per_s"} <= set(rows[0])
+    assert {"step", "loss_speaker", "lr", "tokens_per_s", "computed_tokens"} <= set(rows[0])
     assert sum("dev_weighted_f1" in r for r in rows) == 2  # one dev evaluation per epoch
+    from instructerc.train import lr_lambda  # the logged learning rate is the schedule's, step by step
+    factor = lr_lambda(resolve_config(None, QUICK), s1["steps"])
+    assert [r["lr"] for r in rows if "lr" in r] == pytest.approx([1e-3 * factor(r["step"]) for r in rows if "lr" in r])
     assert "done:" in (run1 / "train.log").read_text()
 
     s2 = run_stage(tmp_path, "joint", data_dir, tiny_model_dir, stage="joint", init_adapter=run1)
@@ -212,13 +248,54 @@ def test_resume_after_a_stop_reaches_the_same_adapter(tmp_path, data_dir, tiny_m
     assert steps == full_steps  # nothing logged twice
 
 
+def test_best_is_the_best_dev_epoch(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+    """RUN/best holds the adapter of the epoch with the highest dev weighted-F1, not the last."""
+    from peft import get_peft_model_state_dict
+
+    from instructerc import train as train_module
+
+    scores, adapters = iter([0.2, 0.6, 0.4]), []
+
+    def scripted(model, tokenizer, records, cfg):
+        adapters.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return {"dev_weighted_f1": next(scores), "dev_accuracy": 0.0, "dev_macro_f1": 0.0, "dev_label_nll": 0.0, "dev_n": 1}
+
+    monkeypatch.setattr(train_module, "evaluate_dev", scripted)
+    summary = run_stage(tmp_path, "best", data_dir, tiny_model_dir, stage="plain", extra=["epochs.plain=3", "lr=1e-2"])
+    assert summary["best"]["epoch"] == 2
+    assert json.loads((tmp_path / "best" / "best" / "trained.json").read_text())["epoch"] == 2
+    saved = adapter_tensors(tmp_path / "best" / "best")
+    want = {k.replace(".default", ""): v for k, v in adapters[1].items()}
+    assert saved.keys() == want.keys() and all(torch.equal(saved[k], want[k]) for k in saved)
+    assert not all(torch.equal(saved[k], adapters[2][k]) for k in saved if k in adapters[2])
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_dir):
+    assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"]) == {}
+    with pytest.raises(UserError, match=r"differ.*\blr\b"):
+        run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "lr=5e-3"], resume=True)
+    with pytest.raises(UserError, match="differ.*packing"):
+        run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "packing=none"], resume=True)
+
+
+def test_packing_none_and_bf16_runs_train_too(tmp_path, data_dir, tiny_model_dir):
+    """The per-record micro-batches stay available; bf16 keeps the LoRA weights in fp32."""
+    a = run_stage(tmp_path, "none", data_dir, tiny_model_dir, extra=["packing=none"])
+    b = run_stage(tmp_path, "bf16", data_dir, tiny_model_dir, extra=["precision=bf16"])
+    assert a["packing"] == "none" and b["precision"] == "bf16" and a["steps"] == b["steps"] == 6
+    assert a["computed_tokens"] >= a["tokens"]  # padding is computed too
+    assert all(v.dtype == torch.float32 for v in adapter_tensors(tmp_path / "bf16" / "final").values())
+
+
 @pytest.mark.slow
-def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
+@pytest.mark.parametrize("pack", [2048, 1], ids=["one-pack-per-step", "one-record-per-pack"])
+def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir, pack):
     """`deepspeed --num_gpus 2` (2 CPU ranks): both ranks end equal (the trainer asserts it), and
     with dropout off the adapter equals the one-process run's: the loss is normalised over the
-    whole step whatever the number of ranks."""
-    sets = QUICK + ["lora.dropout=0"]
-    one = run_stage(tmp_path, "one", data_dir, tiny_model_dir, extra=["lora.dropout=0"])
+    whole step whatever the number of ranks. With one pack per step the second rank runs empty
+    fillers; with one record per pack each rank runs two packs of its own per step."""
+    sets = QUICK + ["lora.dropout=0", f"max_pack_tokens={pack}"]
+    one = run_stage(tmp_path, "one", data_dir, tiny_model_dir, extra=sets[len(QUICK):])
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "2",
            "instructerc", "train",
            "--stage", "speaker", "--data", str(data_dir), "--model", str(tiny_model_dir), "--out", str(tmp_path / "two")]
@@ -232,6 +309,7 @@ def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
     a, b = adapter_tensors(tmp_path / "one" / "final"), adapter_tensors(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    assert (one["computed_tokens"] < one["tokens"]) == (pack > 1)  # records share a trie only in big packs
 
 
 # --- bad input: one line, exit 2 -------------------------------------------------------------

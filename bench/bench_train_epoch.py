@@ -1,0 +1,141 @@
+"""One joint epoch, side by side: the per-record trainer against dialogue packing and rank layouts.
+
+Every variant is the CLI as a user runs it (`instructerc train`, or the deepspeed launcher for
+2 ranks), back to back in one run, on the same prepared data, from the same stage-1 adapter,
+with the same settings otherwise:
+
+    a  packing none       1 process x all threads (the trainer before dialogue packing)
+    b  packing dialogue   1 process x all threads
+    c  packing dialogue + precision bf16, 1 process (only its first --bf16-steps steps: where the
+       CPU has no native bf16, emulated bf16 is several times slower and `auto` never picks it)
+    d  packing dialogue   2 ranks x 1 thread (deepspeed --num_gpus 2)
+
+    .venv/bin/python bench/bench_train_epoch.py --data runs/meld_1_16/data_demo --work runs/bench_epoch \
+        --set batch_size=16 --set eval.max_records=200 --json bench/results/bench_train_epoch_meld_1_16.json
+
+The stage-1 adapter is trained first (packing dialogue, 2 ranks) unless --speaker-adapter is
+given. With --eval, variant d's best adapter is then scored on the full test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from instructerc.fileio import write_json  # noqa: E402
+from instructerc.train import free_port  # noqa: E402
+
+VARIANTS = {
+    "a": ("packing none, 1 process", 1, ["packing=none"]),
+    "b": ("packing dialogue, 1 process", 1, ["packing=dialogue"]),
+    "c": ("packing dialogue + bf16, 1 process", 1, ["packing=dialogue", "precision=bf16"]),
+    "d": ("packing dialogue, 2 ranks x 1 thread", 2, ["packing=dialogue"]),
+}
+
+
+def train_cmd(ranks: int) -> list[str]:
+    if ranks == 1:
+        return [sys.executable, "-m", "instructerc", "train"]
+    launcher = str(Path(sys.executable).parent / "deepspeed")
+    return [launcher, "--master_port", str(free_port()), "--num_gpus", str(ranks), "--module", "instructerc", "train"]
+
+
+def run(cmd: list, log: Path) -> float:
+    print("$", " ".join(map(str, cmd)), flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    t = time.perf_counter()
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(map(str, cmd)) + "\n")
+        f.flush()
+        rc = subprocess.call([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    if rc != 0:
+        sys.exit(f"failed (exit {rc}); see {log}")
+    return time.perf_counter() - t
+
+
+def step_rows(run_dir: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--config", default=str(REPO / "configs" / "meld.yaml"))
+    p.add_argument("--set", action="append", default=[], help="config override for every run")
+    p.add_argument("--speaker-adapter", type=Path, help="stage-1 adapter to start from (default: train one)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--bf16-steps", type=int, default=5)
+    p.add_argument("--eval", action="store_true", help="score variant d's best adapter on the full test split")
+    p.add_argument("--json", type=Path, required=True)
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "bench.log"
+    sets = ["epochs.speaker=1", "epochs.joint=1", "log_every=1", *args.set]
+    common = ["--data", args.data, "--model", args.model, "--config", args.config]
+    for s in sets:
+        common += ["--set", s]
+    result = json.loads(args.json.read_text()) if args.json.exists() else {}
+    result.update({"command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(), "processor": platform.processor()},
+                   "overrides": sets, "variants": result.get("variants", {})})
+
+    speaker = args.speaker_adapter
+    if speaker is None:
+        speaker = args.work / "speaker"
+        if not (speaker / "summary.json").exists():
+            result["speaker_seconds"] = run(train_cmd(2) + ["--stage", "speaker", "--out", speaker, *common], log)
+    for name in args.variants:
+        what, ranks, extra = VARIANTS[name]
+        out = args.work / f"joint_{name}"
+        if name in result["variants"] and (out / "metrics.jsonl").exists():
+            continue
+        extra = extra + ([f"stop_after={args.bf16_steps}"] if name == "c" else [])
+        cmd = train_cmd(ranks) + ["--stage", "joint", "--out", out, "--init-adapter", speaker, *common]
+        for s in extra:
+            cmd += ["--set", s]
+        wall = run(cmd, log)
+        rows = step_rows(out)
+        row = {"what": what, "ranks": ranks, "wall_seconds": wall, "steps": len(rows),
+               "step_seconds": sum(r["seconds"] for r in rows), "tokens": sum(r["tokens"] for r in rows),
+               "computed_tokens": sum(r["computed_tokens"] for r in rows)}
+        row["tokens_per_s"] = row["tokens"] / row["step_seconds"]
+        row["computed_tokens_per_s"] = row["computed_tokens"] / row["step_seconds"]
+        if (out / "summary.json").exists():
+            row["summary"] = json.loads((out / "summary.json").read_text())
+        result["variants"][name] = row
+        write_json(args.json, result)
+        print(f"[{name}] {what}: {row['steps']} steps, {row['step_seconds']:.0f} s of steps, wall {wall:.0f} s, "
+              f"{row['tokens_per_s']:.0f} tokens/s ({row['computed_tokens_per_s']:.0f} computed/s)", flush=True)
+
+    v = result["variants"]
+    if "a" in v and "d" in v:
+        result["a_over_d_wall"] = v["a"]["wall_seconds"] / v["d"]["wall_seconds"]
+        result["a_over_d_step_seconds"] = v["a"]["step_seconds"] / v["d"]["step_seconds"]
+    if "b" in v and "c" in v:  # same first steps: packs are identical, only the precision differs
+        k = v["c"]["steps"]
+        b_rows = step_rows(args.work / "joint_b")[:k]
+        result["bf16_over_fp32_step_time_first_steps"] = v["c"]["step_seconds"] / sum(r["seconds"] for r in b_rows)
+    if args.eval and "d" in v:
+        out = args.work / "eval_d"
+        if not (out / "metrics.json").exists():
+            result["eval_seconds"] = run([sys.executable, "-m", "instructerc", "eval", "--data", args.data,
+                                          "--split", "test", "--model", args.model, "--adapter",
+                                          args.work / "joint_d" / "best", "--out", out], log)
+        m = json.loads((out / "metrics.json").read_text())
+        result["eval_d"] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1")} | {"decoding": m["decoding"]}
+    write_json(args.json, result)
+    print(json.dumps({k: val for k, val in result.items() if k != "variants"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
