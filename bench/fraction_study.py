@@ -17,12 +17,12 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from instructerc import baselines  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 from instructerc.metrics import classification_metrics  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
@@ -70,26 +70,11 @@ def prepare(args, kind: str, log: Path) -> Path:
     return out
 
 
-def score(gold: list[str], pred: list[str], labels: list[str]) -> dict:
-    m = classification_metrics(gold, pred, labels)
-    return {"weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}
-
-
 def baseline(row: str, data: Path) -> dict:
-    train = load_records(data / "train.jsonl", tasks=("erc",))
     test = load_records(data / "test.jsonl", tasks=("erc",))
-    labels = list(test[0].labels)
-    gold = [r.target for r in test]
-    if row == "majority":
-        top = Counter(r.target for r in train).most_common(1)[0][0]
-        return score(gold, [top] * len(test), labels)
-    pred = []  # knn: most frequent demonstration label, ties broken by summed similarity
-    for r in test:
-        votes: dict[str, list[float]] = {}
-        for d in r.demonstrations:
-            votes.setdefault(d["emotion"], []).append(d["similarity"])
-        pred.append(max(votes, key=lambda e: (len(votes[e]), sum(votes[e]))))
-    return score(gold, pred, labels)
+    preds = baselines.predictions(row, data, test)
+    m = classification_metrics([p.gold for p in preds], [p.pred for p in preds], list(test[0].labels))
+    return {"weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}
 
 
 def model_row(args, row: str, data: Path, stages, log: Path) -> tuple[dict, float]:

@@ -83,9 +83,12 @@ def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_si
     Dialogues are shuffled with (seed, epoch); a dialogue's examples stay together, in token
     order (the trie's depth-first order: the records that share most sit side by side). Every
     step takes the next `batch_size` examples, as the micro-batch plan does (the last step of an
-    epoch may hold fewer), and cuts them into packs of at most `max_pack_tokens` trie nodes: a
-    dialogue too large for one pack is split between records, small ones share a pack. The packs
-    of a step go to the ranks largest first in snake order, so ranks compute similar token counts.
+    epoch may hold fewer), and cuts them into packs of at most `max_pack_tokens` trie nodes, and
+    with several ranks of at most about 1/world of the step's nodes: a dialogue too large for one
+    pack is split between records, small ones share a pack. The packs of a step go to the ranks
+    largest first in snake order, so ranks compute similar token counts. Any cut gives the same
+    loss and gradient (each record's own forward), so the plans of 1 and N ranks agree up to
+    floating-point summation order.
     """
     members: dict[str, list[int]] = {}
     for i, d in enumerate(dialogues):
@@ -95,7 +98,10 @@ def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_si
     order = [i for d in names for i in sorted(members[d], key=lambda i: sequences[i])]
     steps = []
     for start in range(0, len(order), batch_size):
-        packs, sizes = group_by_budget(order[start:start + batch_size], sequences, max_pack_tokens)
+        chunk = order[start:start + batch_size]
+        # with several ranks, packs of about a rank's share of the step's nodes keep every rank busy
+        share = -(-group_by_budget(chunk, sequences, 1 << 62)[1][0] // world)
+        packs, sizes = group_by_budget(chunk, sequences, min(max_pack_tokens, share))
         steps.append(share_among_ranks(packs, sizes, world))
     return steps
 

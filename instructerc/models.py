@@ -28,9 +28,13 @@ def load_model(path: str | Path, dtype=None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from instructerc.trie import register_tree_attention
+
     if not Path(path).exists():
         raise UserError("model folder not found", path=path)
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+    # sdpa, plus sparse tree attention for the tries of packed training and label scoring
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32,
+                                                attn_implementation=register_tree_attention())
 
 
 def bf16_is_fast() -> bool:

@@ -185,12 +185,17 @@ def dev_sample(records: list, cap: int, seed: int) -> list:
     return [records[i] for i in keep]
 
 
-def evaluate_dev(model, tokenizer, records: list, cfg: dict) -> dict:
-    """Dev ERC scores with the evaluation's own label scoring and metrics."""
-    from instructerc import decode, metrics
+def dev_predictions(model, tokenizer, records: list, cfg: dict) -> list:
+    """Label scoring of some dev ERC records, as `eval` scores them."""
+    from instructerc import decode
 
-    preds = decode.score_records(model, tokenizer, records, batch_size=cfg["eval"]["batch_size"], progress=False)
-    scores = metrics.classification_metrics([p.gold for p in preds], [p.pred for p in preds], records[0].labels)
+    return decode.score_records(model, tokenizer, records, batch_size=cfg["eval"]["batch_size"], progress=False)
+
+
+def dev_scores(preds: list, labels) -> dict:
+    from instructerc import metrics
+
+    scores = metrics.classification_metrics([p.gold for p in preds], [p.pred for p in preds], labels)
     nll = sum(-math.log(max(p.probs.get(p.gold, 0.0), 1e-12)) for p in preds) / len(preds)
     return {"dev_weighted_f1": scores["weighted_f1"], "dev_accuracy": scores["accuracy"],
             "dev_macro_f1": scores["macro_f1"], "dev_label_nll": nll, "dev_n": len(preds)}
@@ -429,13 +434,18 @@ def log_step(run: Run, progress: Progress, stats: StepStats, epoch: int, seconds
 
 
 def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
-    """Rank 0 scores the dev split and keeps RUN/best if this epoch is the best so far; every
-    rank learns the choice; then a checkpoint."""
+    """The ranks score the dev split together; rank 0 keeps RUN/best if this epoch is the best so
+    far; every rank learns the choice; then a checkpoint."""
     import torch.distributed as dist
 
+    n = len(run.dev_records)  # each rank scores a contiguous share (whole dialogues stay mostly together)
+    mine = run.dev_records[n * run.rank // run.world: n * (run.rank + 1) // run.world]
+    with run.autocast():
+        preds = dev_predictions(run.engine.module, run.tokenizer, mine, run.cfg)
+    gathered: list = [None] * run.world
+    dist.all_gather_object(gathered, preds)
     if run.rank == 0:
-        with run.autocast():
-            scores = evaluate_dev(run.engine.module, run.tokenizer, run.dev_records, run.cfg)
+        scores = dev_scores([p for part in gathered for p in part], run.dev_records[0].labels)
         run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
         if progress.best is None or scores["dev_weighted_f1"] > progress.best["dev_weighted_f1"]:
             progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}

@@ -26,7 +26,7 @@ DEFAULTS = {
     "schedule": "cosine",  # decay after warm-up: cosine | linear | constant
     "batch_size": 32,  # examples per optimizer step, all ranks together
     "packing": "dialogue",  # dialogue: each forward is the token trie of a dialogue's records | none: padded micro-batches
-    "max_pack_tokens": 2048,  # trie nodes per pack (packing: dialogue); bounds a step's memory
+    "max_pack_tokens": 1024,  # trie nodes per pack (packing: dialogue); bounds a step's memory and attention cost
     "micro_batch": 4,  # records per padded micro-batch (packing: none); accumulation = batch_size / (micro_batch x ranks)
     "epochs": {"speaker": 3, "joint": 6, "plain": 6},
     "beta": 0.1,  # weight of the emotion-prediction loss in stage joint

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole InstructERC pipeline on the bundled demo conversations (data/demo), from a fresh
 # machine: set-up, SmolLM2-135M-Instruct, prepare with retrieved demonstrations, stage 1
-# (speaker identification), stage 2 (joint ERC + emotion prediction), evaluation.
+# (speaker identification), stage 2 (joint ERC + emotion prediction), evaluation, and the two
+# no-training baselines the model must beat.
 # Usage: bash scripts/quickstart.sh [RUN_FOLDER]     (default runs/quickstart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ if [ -e "$RUN" ]; then
   rm -rf "$RUN"
 fi
 mkdir -p "$RUN" && touch "$RUN/.quickstart"
-step() { printf '\n==> [%s/6] %s (%ss)\n' "$1" "$2" "$(( $(date +%s) - START ))"; }
+step() { printf '\n==> [%s/7] %s (%ss)\n' "$1" "$2" "$(( $(date +%s) - START ))"; }
 
 step 1 "setting up .venv (first run only: torch, transformers, peft, deepspeed, ...)"
 bash scripts/setup.sh
@@ -25,16 +26,35 @@ instructerc model pull smollm2-135m
 step 3 "preparing data/demo: ERC, speaker and emotion-prediction prompts, 3 retrieved demonstrations each"
 instructerc prepare --dataset meld --raw-dir data/demo --out "$RUN/data" --demonstrations 3
 
-step 4 "stage 1: LoRA warm-up on speaker identification"
-instructerc train --stage speaker --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m \
-  --out "$RUN/speaker"
+# On a CPU with 2 or more cores, 2 ranks of cores/2 threads train faster than one process (BENCHMARKS.md).
+if python -c "import sys, torch; sys.exit(torch.cuda.is_available())" && [ "$(nproc)" -ge 2 ]; then
+  TRAIN=(deepspeed --num_gpus 2 --master_port "$(python -c 'from instructerc.train import free_port; print(free_port())')" instructerc train)
+else
+  TRAIN=(instructerc train)
+fi
+
+step 4 "stage 1: LoRA warm-up on speaker identification (${TRAIN[0]})"
+"${TRAIN[@]}" --stage speaker --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m --out "$RUN/speaker"
 
 step 5 "stage 2: joint ERC + emotion prediction (loss = L_erc + beta * L_predict), from the stage-1 adapter"
-instructerc train --stage joint --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m \
+"${TRAIN[@]}" --stage joint --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m \
   --init-adapter "$RUN/speaker" --out "$RUN/joint"
 
 step 6 "evaluating the best joint adapter (by dev weighted-F1) on the demo test split"
 instructerc eval --data "$RUN/data" --split test --model smollm2-135m --adapter "$RUN/joint/best" --out "$RUN/eval"
 
-printf '\nDone in %s s. Run folder: %s (data/, speaker/, joint/, eval/metrics.json, eval/confusion.png)\n' \
+step 7 "the baselines a model must beat: the majority class, and the vote of each prompt's 3 demonstrations"
+instructerc baseline --data "$RUN/data" --kind majority --out "$RUN/majority" > /dev/null
+instructerc baseline --data "$RUN/data" --kind knn --out "$RUN/knn" > /dev/null
+python - "$RUN" <<'PY'
+import json, sys
+run = sys.argv[1]
+print(f"\n{'demo test split':<44}{'weighted-F1':>12}{'accuracy':>10}{'macro-F1':>10}")
+for name, what in (("eval", "InstructERC (speaker + joint stages)"), ("majority", "majority class"),
+                   ("knn", "kNN vote of the 3 demonstrations")):
+    m = json.load(open(f"{run}/{name}/metrics.json"))
+    print(f"{what:<44}{100 * m['weighted_f1']:>12.2f}{100 * m['accuracy']:>10.2f}{100 * m['macro_f1']:>10.2f}")
+PY
+
+printf '\nDone in %s s. Run folder: %s (data/, speaker/, joint/, eval/, majority/, knn/; eval/confusion.png)\n' \
   "$(( $(date +%s) - START ))" "$RUN"

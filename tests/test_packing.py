@@ -130,3 +130,27 @@ def test_an_empty_unit_adds_nothing_to_the_gradient(tiny_model_dir, tokenizer):
     losses.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and not g.any() for g in grads)
+
+
+def test_sparse_tree_attention_equals_the_dense_mask(tiny_model_dir, joint_examples):
+    """The registered tree attention (groups of nodes over their ancestors) gives the logits of
+    the dense ancestor mask, on a trie with shared histories and label-like sibling branches."""
+    from instructerc.models import load_model
+    from instructerc.trie import TREE_ATTENTION, TreeLayout, tree_logits
+
+    model = load_model(tiny_model_dir)
+    assert model.config._attn_implementation == TREE_ATTENTION
+    trie = Trie()
+    for e in joint_examples:
+        last = trie.insert(e.input_ids[:-2])[-1]
+        for branch in ([5], [6, 7], [5, 9]):  # siblings below one node, one sharing a first token
+            trie.insert(branch, last)
+    layout = TreeLayout.of(trie)
+    assert [g[0] for g in layout.groups][0] == 0 and layout.groups[-1][1] == len(trie)
+    assert all(a[1] == b[0] for a, b in zip(layout.groups, layout.groups[1:]))  # groups tile the nodes
+    keep = list(range(len(trie)))
+    with torch.no_grad():
+        sparse = tree_logits(model, trie, keep)
+        model.config._attn_implementation = "sdpa"
+        dense = tree_logits(model, trie, keep)
+    torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-5)

@@ -255,12 +255,17 @@ def test_best_is_the_best_dev_epoch(tmp_path, data_dir, tiny_model_dir, monkeypa
     from instructerc import train as train_module
 
     scores, adapters = iter([0.2, 0.6, 0.4]), []
+    predict = train_module.dev_predictions
 
-    def scripted(model, tokenizer, records, cfg):
+    def watched(model, tokenizer, records, cfg):
         adapters.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
+        return predict(model, tokenizer, records, cfg)
+
+    def scripted(preds, labels):
         return {"dev_weighted_f1": next(scores), "dev_accuracy": 0.0, "dev_macro_f1": 0.0, "dev_label_nll": 0.0, "dev_n": 1}
 
-    monkeypatch.setattr(train_module, "evaluate_dev", scripted)
+    monkeypatch.setattr(train_module, "dev_predictions", watched)
+    monkeypatch.setattr(train_module, "dev_scores", scripted)
     summary = run_stage(tmp_path, "best", data_dir, tiny_model_dir, stage="plain", extra=["epochs.plain=3", "lr=1e-2"])
     assert summary["best"]["epoch"] == 2
     assert json.loads((tmp_path / "best" / "best" / "trained.json").read_text())["epoch"] == 2
