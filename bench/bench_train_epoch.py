@@ -1,20 +1,22 @@
 """One joint epoch, side by side: the per-record trainer against dialogue packing and rank layouts.
 
 Every variant is the CLI as a user runs it (`instructerc train`, or the deepspeed launcher for
-2 ranks), back to back in one run, on the same prepared data, from the same stage-1 adapter,
-with the same settings otherwise:
+2 ranks) on the same prepared data, from the same stage-1 adapter, with the same settings:
 
     a  packing none       1 process x all threads (the trainer before dialogue packing)
     b  packing dialogue   1 process x all threads
-    c  packing dialogue + precision bf16, 1 process (only its first --bf16-steps steps: where the
-       CPU has no native bf16, emulated bf16 is several times slower and `auto` never picks it)
+    c  packing dialogue + precision bf16, 1 process
     d  packing dialogue   2 ranks x 1 thread (deepspeed --num_gpus 2)
 
-    .venv/bin/python bench/bench_train_epoch.py --data runs/meld_1_16/data_demo --work runs/bench_epoch \
-        --set batch_size=16 --set eval.max_records=200 --json bench/results/bench_train_epoch_meld_1_16.json
+The --full variant trains the whole epoch (and, with --eval, its best adapter is scored on the
+full test split); the others are timed over the epoch's first --steps optimizer steps. b, c and
+d see the same examples in those steps (the plan shuffles whole dialogues the same way; only the
+cut into packs differs), so their step times compare directly; a shuffles single records, so it
+is compared per record token, and its epoch time is its time per token x the epoch's tokens.
 
-The stage-1 adapter is trained first (packing dialogue, 2 ranks) unless --speaker-adapter is
-given. With --eval, variant d's best adapter is then scored on the full test split.
+    .venv/bin/python bench/bench_train_epoch.py --data runs/meld_1_16/data_demo --work runs/bench_epoch \
+        --speaker-adapter runs/meld_1_16/full/speaker --set batch_size=16 --set eval.max_records=200 \
+        --full b --variants b d a --steps 14 --eval --json bench/results/bench_train_epoch_meld_1_16.json
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -74,9 +77,10 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "meld.yaml"))
     p.add_argument("--set", action="append", default=[], help="config override for every run")
     p.add_argument("--speaker-adapter", type=Path, help="stage-1 adapter to start from (default: train one)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--bf16-steps", type=int, default=5)
-    p.add_argument("--eval", action="store_true", help="score variant d's best adapter on the full test split")
+    p.add_argument("--variants", nargs="+", default=["b", "d", "a"], choices=list(VARIANTS))
+    p.add_argument("--full", default="b", choices=list(VARIANTS), help="the variant that trains the whole epoch")
+    p.add_argument("--steps", type=int, default=14, help="steps timed for the other variants")
+    p.add_argument("--eval", action="store_true", help="score the full variant's best adapter on the full test split")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -97,42 +101,50 @@ def main() -> None:
     for name in args.variants:
         what, ranks, extra = VARIANTS[name]
         out = args.work / f"joint_{name}"
-        if name in result["variants"] and (out / "metrics.jsonl").exists():
-            continue
-        extra = extra + ([f"stop_after={args.bf16_steps}"] if name == "c" else [])
-        cmd = train_cmd(ranks) + ["--stage", "joint", "--out", out, "--init-adapter", speaker, *common]
-        for s in extra:
-            cmd += ["--set", s]
-        wall = run(cmd, log)
-        rows = step_rows(out)
-        row = {"what": what, "ranks": ranks, "wall_seconds": wall, "steps": len(rows),
+        want = None if name == args.full else args.steps
+        done = (out / "summary.json").exists() if want is None else \
+            (out / "metrics.jsonl").exists() and len(step_rows(out)) >= want
+        if not done:
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = train_cmd(ranks) + ["--stage", "joint", "--out", out, "--init-adapter", speaker, *common]
+            for s in extra + ([f"stop_after={want}"] if want else []):
+                cmd += ["--set", s]
+            result["variants"][name] = {"wall_seconds": run(cmd, log)}
+        rows = step_rows(out)[:want]
+        row = {**result["variants"].get(name, {}), "what": what, "ranks": ranks, "steps": len(rows),
                "step_seconds": sum(r["seconds"] for r in rows), "tokens": sum(r["tokens"] for r in rows),
                "computed_tokens": sum(r["computed_tokens"] for r in rows)}
         row["tokens_per_s"] = row["tokens"] / row["step_seconds"]
         row["computed_tokens_per_s"] = row["computed_tokens"] / row["step_seconds"]
-        if (out / "summary.json").exists():
+        if want is None:
             row["summary"] = json.loads((out / "summary.json").read_text())
         result["variants"][name] = row
         write_json(args.json, result)
-        print(f"[{name}] {what}: {row['steps']} steps, {row['step_seconds']:.0f} s of steps, wall {wall:.0f} s, "
+        print(f"[{name}] {what}: {row['steps']} steps, {row['step_seconds']:.0f} s of steps, "
               f"{row['tokens_per_s']:.0f} tokens/s ({row['computed_tokens_per_s']:.0f} computed/s)", flush=True)
 
-    v = result["variants"]
-    if "a" in v and "d" in v:
-        result["a_over_d_wall"] = v["a"]["wall_seconds"] / v["d"]["wall_seconds"]
-        result["a_over_d_step_seconds"] = v["a"]["step_seconds"] / v["d"]["step_seconds"]
-    if "b" in v and "c" in v:  # same first steps: packs are identical, only the precision differs
-        k = v["c"]["steps"]
-        b_rows = step_rows(args.work / "joint_b")[:k]
-        result["bf16_over_fp32_step_time_first_steps"] = v["c"]["step_seconds"] / sum(r["seconds"] for r in b_rows)
-    if args.eval and "d" in v:
-        out = args.work / "eval_d"
+    v, full = result["variants"], result["variants"].get(args.full)
+    if full:
+        first = step_rows(args.work / f"joint_{args.full}")[:args.steps]
+        same_steps = sum(r["seconds"] for r in first)
+        epoch_tokens = full["tokens"]
+        for name, row in v.items():
+            if name == args.full:
+                row["epoch_step_seconds"] = full["step_seconds"]
+            elif name == "a":  # other examples: per token
+                row["epoch_step_seconds"] = row["step_seconds"] / row["tokens"] * epoch_tokens
+            else:  # the same examples as the full variant's first steps
+                row["over_full_same_steps"] = row["step_seconds"] / same_steps
+                row["epoch_step_seconds"] = full["step_seconds"] * row["over_full_same_steps"]
+        result["epoch_step_seconds_over_full"] = {n: r["epoch_step_seconds"] / full["step_seconds"] for n, r in v.items()}
+    if args.eval and full:
+        out = args.work / f"eval_{args.full}"
         if not (out / "metrics.json").exists():
             result["eval_seconds"] = run([sys.executable, "-m", "instructerc", "eval", "--data", args.data,
                                           "--split", "test", "--model", args.model, "--adapter",
-                                          args.work / "joint_d" / "best", "--out", out], log)
+                                          args.work / f"joint_{args.full}" / "best", "--out", out], log)
         m = json.loads((out / "metrics.json").read_text())
-        result["eval_d"] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1")} | {"decoding": m["decoding"]}
+        result["eval"] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1")} | {"decoding": m["decoding"]}
     write_json(args.json, result)
     print(json.dumps({k: val for k, val in result.items() if k != "variants"}, indent=1))
 

@@ -105,7 +105,8 @@ def tree_logits(model, trie: Trie, keep: Sequence[int]):
     Runs with or without gradients, as the caller's context says."""
     import torch
 
-    attn = getattr(model.config, "_attn_implementation", "sdpa")
+    inner = getattr(model, "module", model)  # a DeepSpeed engine's own `config` is DeepSpeed's
+    attn = getattr(inner.config, "_attn_implementation", "sdpa")
     device = next(model.parameters()).device
     inputs = {"input_ids": torch.tensor([trie.tokens], device=device),
               "position_ids": torch.tensor([trie.depth], device=device),

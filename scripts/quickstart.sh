@@ -26,18 +26,11 @@ instructerc model pull smollm2-135m
 step 3 "preparing data/demo: ERC, speaker and emotion-prediction prompts, 3 retrieved demonstrations each"
 instructerc prepare --dataset meld --raw-dir data/demo --out "$RUN/data" --demonstrations 3
 
-# On a CPU with 2 or more cores, 2 ranks of cores/2 threads train faster than one process (BENCHMARKS.md).
-if python -c "import sys, torch; sys.exit(torch.cuda.is_available())" && [ "$(nproc)" -ge 2 ]; then
-  TRAIN=(deepspeed --num_gpus 2 --master_port "$(python -c 'from instructerc.train import free_port; print(free_port())')" instructerc train)
-else
-  TRAIN=(instructerc train)
-fi
-
-step 4 "stage 1: LoRA warm-up on speaker identification (${TRAIN[0]})"
-"${TRAIN[@]}" --stage speaker --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m --out "$RUN/speaker"
+step 4 "stage 1: LoRA warm-up on speaker identification"
+instructerc train --stage speaker --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m --out "$RUN/speaker"
 
 step 5 "stage 2: joint ERC + emotion prediction (loss = L_erc + beta * L_predict), from the stage-1 adapter"
-"${TRAIN[@]}" --stage joint --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m \
+instructerc train --stage joint --config configs/demo.yaml --data "$RUN/data" --model smollm2-135m \
   --init-adapter "$RUN/speaker" --out "$RUN/joint"
 
 step 6 "evaluating the best joint adapter (by dev weighted-F1) on the demo test split"
