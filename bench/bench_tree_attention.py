@@ -31,17 +31,19 @@ from instructerc.train_config import resolve_config  # noqa: E402
 from instructerc.trie import TREE_ATTENTION, Trie  # noqa: E402
 
 
+def nodes(examples, unit) -> int:
+    trie = Trie()
+    for i in unit:
+        trie.insert(examples[i].input_ids)
+    return len(trie)
+
+
+def units(examples, cfg) -> list:
+    return [u for step in batching.epoch_plan(examples, cfg, 1, 0) for u in step[0]]
+
+
 def largest_pack(examples, cfg) -> list:
-    plan = batching.epoch_plan(examples, cfg, 1, 0)
-    units = [u for step in plan for u in step[0]]
-
-    def nodes(unit):
-        trie = Trie()
-        for i in unit:
-            trie.insert(examples[i].input_ids)
-        return len(trie)
-
-    return [examples[i] for i in max(units, key=nodes)]
+    return [examples[i] for i in max(units(examples, cfg), key=lambda u: nodes(examples, u))]
 
 
 def step_seconds(model, pack, pad_id) -> tuple[float, int]:
@@ -65,6 +67,8 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "meld.yaml"))
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     p.add_argument("--batch-size", type=int, default=64, help="examples per step when planning (packs fill up to N)")
+    p.add_argument("--epoch-batch-size", type=int, default=16,
+                   help="the training batch for counting an epoch's computed tokens at each size")
     p.add_argument("--memory", action="store_true", help="peak memory of one step per size, each in a fresh process")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -88,6 +92,10 @@ def main() -> None:
         pack = largest_pack(examples, {**cfg, "max_pack_tokens": n})
         row = {"max_pack_tokens": n, "records": len(pack), "record_tokens": sum(len(e.input_ids) for e in pack),
                "max_length": cfg["max_length"]}
+        if not args.memory:  # what one epoch computes at this size, at the training batch
+            epoch_cfg = {**cfg, "max_pack_tokens": n, "batch_size": args.epoch_batch_size}
+            row["epoch_nodes"] = sum(nodes(examples, u) for u in units(examples, epoch_cfg))
+            row["epoch_record_tokens"] = sum(len(e.input_ids) for e in examples)
         if args.memory:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the loaded model
             before = vm("VmRSS")

@@ -40,7 +40,7 @@ def load_model(path: str | Path, dtype=None):
 def bf16_is_fast() -> bool:
     """Whether this machine computes bf16 natively: a bf16-capable GPU, or a CPU with AMX or
     AVX512-BF16 (oneDNN's bf16 kernels). Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16
-    matmul ran 6.3x slower than fp32 and an autocast forward of SmolLM2 3.5x slower (BENCHMARKS.md)."""
+    matmul ran 3.1x slower than fp32 and an autocast forward of SmolLM2 3.5x slower (BENCHMARKS.md)."""
     import torch
 
     if torch.cuda.is_available():
