@@ -99,9 +99,13 @@ def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_si
     steps = []
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        # with several ranks, packs of about a rank's share of the step's nodes keep every rank busy
-        share = -(-group_by_budget(chunk, sequences, 1 << 62)[1][0] // world)
-        packs, sizes = group_by_budget(chunk, sequences, min(max_pack_tokens, share))
+        budget = max_pack_tokens
+        if world > 1:  # packs of about a rank's share of the step's nodes keep every rank busy
+            trie = Trie()
+            for i in chunk:
+                trie.insert(sequences[i])
+            budget = min(budget, -(-len(trie) // world))
+        packs, sizes = group_by_budget(chunk, sequences, budget)
         steps.append(share_among_ranks(packs, sizes, world))
     return steps
 
