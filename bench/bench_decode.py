@@ -34,7 +34,7 @@ def timed(fn):
 
 def pack_stats(tok, records, batch_size: int, max_tokens: int) -> dict:
     """How many tokens the scoring packs compute against the prompts' own token count."""
-    prompts = [models.prompt_ids(tok, r.prompt) for r in records]
+    prompts = [models.prompt_ids(tok, r.prompt, r.chat) for r in records]
     answers = [[models.answer_ids(tok, lab) for lab in r.labels] for r in records]
     nodes = packs = 0
     for group in decode._packs(prompts, answers, batch_size, max_tokens):
@@ -79,7 +79,7 @@ def relaid_template_bound(tok, records) -> dict:
         key = (r.dataset, r.dialogue_id)
         heads[key] = max(heads.get(key, ""), r.prompt[:cut], key=len)
     head_tokens = sum(n(h) + opening for h in heads.values())
-    total = sum(len(models.prompt_ids(tok, r.prompt)) for r in records)
+    total = sum(len(models.prompt_ids(tok, r.prompt, r.chat)) for r in records)
     least = own + branches + head_tokens
     return {"own_tokens_after_branch_point": own, "label_branch_tokens": branches,
             "dialogue_head_tokens": head_tokens, "least_tokens": least,
@@ -138,7 +138,7 @@ def main() -> None:
 
     labels = records[0].labels
     # the first prompts of the split come from one dialogue: one pack sharing their history
-    prompts = [models.prompt_ids(tok, r.prompt) for r in records[: args.check]]
+    prompts = [models.prompt_ids(tok, r.prompt, r.chat) for r in records[: args.check]]
     answers = [models.answer_ids(tok, lab) for lab in labels]
     fast = decode.label_logprobs(model, prompts, [answers] * len(prompts))
     diffs = [max(abs(a - b) for a, b in zip(got, decode.naive_label_logprobs(model, p, answers)))

@@ -35,7 +35,7 @@ ROWS = {
     "knn": ("vote of the 3 retrieved demonstrations", "demo", []),
     "zero-shot": ("no adapter, no demonstrations", "plain", []),
     "zero-shot+demos": ("no adapter, 3 demonstrations", "demo", []),
-    "plain": ("plain LoRA on ERC (the paper's baseline)", "plain", [("plain", None, {})]),
+    "plain": ("LoRA on ERC alone: this project's windowed prompt, no demonstrations, no stage 1", "plain", [("plain", None, {})]),
     "full": ("demonstrations + speaker stage + joint stage", "demo",
              [("speaker", None, {}), ("joint", "speaker", {})]),
     "no-demos": ("full recipe without demonstrations", "plain",

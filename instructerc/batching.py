@@ -43,7 +43,7 @@ def encode(tokenizer, record: PromptRecord, max_length: int) -> Example:
     Too long a prompt loses its OLDEST tokens: the question and the target utterance sit at the
     end of every prompt, the far history at its start.
     """
-    p, a = prompt_ids(tokenizer, record.prompt), answer_ids(tokenizer, record.target)
+    p, a = prompt_ids(tokenizer, record.prompt, record.chat), answer_ids(tokenizer, record.target)
     room = max(1, max_length - len(a))
     truncated = len(p) > room
     return Example(tuple(p[-room:] + a), len(a), record.task, truncated, f"{record.dataset}/{record.dialogue_id}")

@@ -75,7 +75,7 @@ def score_records(model, tokenizer, records: list[PromptRecord], batch_size: int
     from tqdm import tqdm
 
     label_tokens = _answer_tokens(tokenizer, records)
-    prompts = [prompt_ids(tokenizer, r.prompt) for r in records]
+    prompts = [prompt_ids(tokenizer, r.prompt, r.chat) for r in records]
     answers = [[label_tokens[lab] for lab in r.labels] for r in records]
     logprobs: list[list[float]] = [[] for _ in records]
     with _eval_mode(model), torch.inference_mode(), \
@@ -159,7 +159,7 @@ def generate_records(model, tokenizer, records: list[PromptRecord], batch_size: 
     plus answer) per batch, 1024 for MELD and EmoryNLP in its scripts."""
     import torch
 
-    prompts = [prompt_ids(tokenizer, r.prompt) for r in records]
+    prompts = [prompt_ids(tokenizer, r.prompt, r.chat) for r in records]
     pad = _pad_id(tokenizer)
     texts: list[str] = [""] * len(records)
     with _eval_mode(model), torch.inference_mode():

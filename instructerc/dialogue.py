@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -11,6 +12,7 @@ class Utterance:
     speaker: str
     text: str
     emotion: str | None = None  # canonical label word of the dialogue's label set; None if unlabelled
+    speaker_index: int | None = None  # the source's own speaker number (COSMIC pickles), else None
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,15 @@ class Dialogue:
     def speakers(self) -> list[str]:
         """Speakers in order of first appearance."""
         return list(dict.fromkeys(u.speaker for u in self.utterances))
+
+
+def index_speakers(dialogue: Dialogue) -> Dialogue:
+    """The dialogue with its speakers renamed Speaker_0, Speaker_1, ... by first appearance
+    (the numbering of the MELD and EmoryNLP pickles)."""
+    number = {s: i for i, s in enumerate(dialogue.speakers)}
+    return dataclasses.replace(dialogue, utterances=tuple(
+        dataclasses.replace(u, speaker=f"Speaker_{number[u.speaker]}", speaker_index=number[u.speaker])
+        for u in dialogue.utterances))
 
 
 @dataclass(frozen=True)

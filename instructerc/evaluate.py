@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from instructerc.metrics import classification_metrics, format_table, save_confu
 from instructerc.records import PromptRecord
 from instructerc.records import load_split as records_split
 from instructerc.runs import check_adapter
+from instructerc.spec import read_prepared
 
 SPLITS = ("train", "dev", "test")
 
@@ -95,18 +95,11 @@ def write_outputs(out: Path, preds: list[Prediction], metrics: dict, title: str)
         save_confusion_png(metrics, tmp / "confusion.png", title)
 
 
-def data_labels(data: str | Path, records: list[PromptRecord]) -> tuple[str, ...]:
-    manifest = Path(data) / "manifest.json"
-    if manifest.is_file():
-        return tuple(json.loads(manifest.read_text(encoding="utf-8"))["labels"])
-    return records[0].labels
-
-
 def run(args) -> int:
     out = Path(args.out)
     check_out_dir(out)
     records = load_split(args.data, args.split, args.limit)
-    check_adapter(args.adapter, data_labels(args.data, records))
+    check_adapter(args.adapter, read_prepared(args.data).spec.labels)
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
 
     start = time.perf_counter()

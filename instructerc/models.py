@@ -54,8 +54,13 @@ def fast_dtype() -> str:
     return "bfloat16" if bf16_is_fast() else "float32"
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """The model's input for a prompt: its chat template when it has one, else the plain text."""
+def prompt_ids(tokenizer, prompt: str, chat: bool = True) -> list[int]:
+    """The model's input for a prompt: its chat template when it has one (and `chat`), else the
+    text with the tokenizer's own special tokens (BOS for LLaMA). Only the chat-less fallback of
+    a chat prompt gets a newline before the answer; a raw prompt (the released code's) is followed
+    by its answer directly."""
+    if not chat:
+        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True

@@ -4,28 +4,31 @@
     -> the prompt settings of training (prepared data's manifest) -> retrieve demonstrations from
        the same training dialogues -> ERC records -> decode -> OUT (.jsonl or .csv), atomically
 
-Prompts are built exactly as for training: window, speaker mode, label set and retrieval options
-come from the manifest of the prepared data the adapter was trained on (`--data DIR`, or the
-`data` of the adapter's run config). Without a manifest (zero-shot), from --labels/--window/
---speaker-mode, and without demonstrations.
+Prompts are built exactly as for training, by the same library code (build.py): the prompt spec
+(template, window, speaker naming, labels, retrieval) is the one of the prepared data the adapter
+was trained on (`--data DIR`, or the `data` of the adapter's run config). Without prepared data
+(zero-shot), from --labels/--template/--window/--speaker-mode, and without demonstrations.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
+from typing import Sequence
 
+from instructerc.build import (RecordBuilder, TrainingSet, canonical_label_set, custom_label_set, name_speakers,
+                               read_sources, retrieve_demonstrations, sample_train, split_records)
 from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, load_for_decoding
-from instructerc.dialogue import Dialogue
+from instructerc.dialogue import Dialogue, index_speakers
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, sha256_file, write_jsonl
-from instructerc.labels import LABEL_SETS, LabelSet
+from instructerc.prompts import TEMPLATES, template
 from instructerc.records import PromptRecord
 from instructerc.runs import check_adapter, run_config
+from instructerc.spec import Prepared, PromptSpec, read_prepared
 
-DEFAULT_WINDOW, DEFAULT_SPEAKER_MODE = 12, "name"
+DEFAULT_TEMPLATE, DEFAULT_WINDOW, DEFAULT_SPEAKER_MODE = "default", 12, "name"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and its training dialogues the demonstrations (default: the adapter run's data)")
     parser.add_argument("--labels", metavar="NAME|A,B,...",
                         help="without prepared data: a label set (meld, iemocap, emorynlp, mixed) or label words")
+    parser.add_argument("--template", choices=tuple(TEMPLATES),
+                        help=f"without prepared data: prompt wording (default {DEFAULT_TEMPLATE})")
     parser.add_argument("--window", type=int, help=f"without prepared data: history window (default {DEFAULT_WINDOW})")
     parser.add_argument("--speaker-mode", choices=("name", "index"),
                         help=f"without prepared data: speaker naming (default {DEFAULT_SPEAKER_MODE})")
@@ -46,69 +51,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------ settings
 
 
-def find_manifest(data: str | None, adapter: str | None) -> Path | None:
+def find_prepared(data: str | None, adapter: str | None) -> Prepared | None:
+    """The prepared data of training: --data, else the adapter run's `data` (None: zero-shot)."""
     if data is not None:
-        manifest = Path(data) / "manifest.json"
-        if not manifest.is_file():
-            raise UserError("no manifest.json: not a folder written by `instructerc prepare`", path=data)
-        return manifest
+        return read_prepared(data)
     cfg = run_config(Path(adapter)) if adapter else None
     if cfg and cfg.get("data") and (Path(cfg["data"]) / "manifest.json").is_file():
-        return Path(cfg["data"]) / "manifest.json"
+        return read_prepared(cfg["data"])
     return None
 
 
-def label_set_of(name: str, labels) -> LabelSet:
-    known = LABEL_SETS.get(name)
-    return known if known is not None and known.labels == tuple(labels) else LabelSet(name, tuple(labels))
-
-
-def settings(args, manifest: dict | None) -> tuple[LabelSet, int, str]:
-    """Label set, window and speaker mode: the manifest's, or the flags' (never both disagreeing)."""
-    if manifest is None:
-        from instructerc.prepare import custom_label_set
-
-        if not args.labels:
+def settings(args, prepared: Prepared | None) -> PromptSpec:
+    """The prompt spec: the prepared data's, or (zero-shot) the flags' -- never both disagreeing."""
+    if prepared is None:
+        labels = custom_label_set(args.labels)
+        if labels is None:
             raise UserError("give --data DIR (the prepared data of training) or --labels NAME|A,B,... for zero-shot")
-        window = DEFAULT_WINDOW if args.window is None else args.window
-        return custom_label_set(args.labels), window, args.speaker_mode or DEFAULT_SPEAKER_MODE
-    prepared = manifest["arguments"]
-    for flag, value in (("window", args.window), ("speaker_mode", args.speaker_mode)):
-        if value is not None and value != prepared[flag]:
-            raise UserError(f"--{flag.replace('_', '-')} {value} differs from the prepared data's {prepared[flag]}; "
+        name = args.template or DEFAULT_TEMPLATE
+        return PromptSpec(template=name, label_set=labels.name, labels=template(name).labels(labels.name, labels.labels),
+                          window=DEFAULT_WINDOW if args.window is None else args.window,
+                          speaker_mode=args.speaker_mode or DEFAULT_SPEAKER_MODE)
+    spec = prepared.spec
+    for flag, value in (("template", args.template), ("window", args.window), ("speaker_mode", args.speaker_mode)):
+        if value is not None and value != getattr(spec, flag):
+            raise UserError(f"--{flag.replace('_', '-')} {value} differs from the prepared data's {getattr(spec, flag)}; "
                             "prompts must be built as in training (drop the flag)")
-    labels = label_set_of(manifest["label_set"], manifest["labels"])
-    if args.labels and args.labels not in (labels.name, ",".join(labels.labels)):
-        raise UserError(f"--labels {args.labels} differs from the prepared data's {labels.name} "
-                        f"<{', '.join(labels.labels)}>")
-    return labels, prepared["window"], prepared["speaker_mode"]
+    if args.labels and args.labels not in (spec.label_set, ",".join(spec.labels)):
+        raise UserError(f"--labels {args.labels} differs from the prepared data's {spec.label_set} <{', '.join(spec.labels)}>")
+    return spec
 
 
-def training_dialogues(manifest: dict, manifest_path: Path) -> list[Dialogue]:
+def training_set(prepared: Prepared) -> TrainingSet:
     """The training dialogues the prepared data's demonstrations came from, read and sampled again."""
-    from instructerc.prepare import read_sources, sample_train
-
-    for item in manifest["inputs"]:
-        path = Path(item["path"])
-        if not path.is_file() or sha256_file(path) != item["sha256"]:
+    for path, sha in prepared.inputs:
+        if not Path(path).is_file() or sha256_file(path) != sha:
             raise UserError(f"{path} is missing or changed since `prepare` (sha256 differs); demonstrations "
-                            "must come from the same training data", path=manifest_path)
-    args = argparse.Namespace(**manifest["arguments"])
-    dialogues, _, _ = read_sources(args)
-    return sample_train(dialogues["train"], manifest["data_percent"], args.seed)
+                            "must come from the same training data", path=prepared.manifest)
+    dialogues, _, _ = read_sources(prepared.source)
+    return sample_train(name_speakers(dialogues["train"], prepared.spec), prepared.spec)
 
 
-def build_records(dialogues: list[Dialogue], labels: LabelSet, window: int, speaker_mode: str,
-                  manifest: dict | None, manifest_path: Path | None) -> list[PromptRecord]:
-    from instructerc.prepare import erc_records
-
+def build_records(dialogues: list[Dialogue], spec: PromptSpec, prepared: Prepared | None) -> list[PromptRecord]:
+    """ERC records of the user's dialogues, built by the library code `prepare` uses."""
+    if template(spec.template).needs_speaker_index:  # a user's file has names: number them by first appearance
+        dialogues = [index_speakers(d) for d in dialogues]
+    dialogues = name_speakers(dialogues, spec)
     demonstrations = None
-    if manifest is not None and manifest["arguments"].get("demonstrations", 0) > 0:
-        from instructerc import retrieval
-
-        opts = retrieval.options_from_args(argparse.Namespace(**manifest["arguments"]))
-        demonstrations = retrieval.retrieve(training_dialogues(manifest, manifest_path), dialogues, opts).demonstrations
-    return erc_records(dialogues, labels, window, speaker_mode, demonstrations)
+    if prepared is not None and spec.demonstrations > 0:
+        demonstrations, _ = retrieve_demonstrations(training_set(prepared), dialogues, spec)
+    return split_records(dialogues, "predict", RecordBuilder(spec, canonical_label_set(spec), demonstrations))
 
 
 # ------------------------------------------------------------------------ output
@@ -129,17 +120,17 @@ def output_rows(dialogues: list[Dialogue], records: list[PromptRecord], preds: l
     return rows
 
 
-def write_rows(path: Path, rows: list[dict], labels: LabelSet) -> None:
+def write_rows(path: Path, rows: list[dict], labels: Sequence[str]) -> None:
     if path.suffix.lower() == ".jsonl":
         write_jsonl(path, rows)
         return
     base = [k for k in rows[0] if k != "probs"]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=base + [f"p_{lab}" for lab in labels.labels])
+        writer = csv.DictWriter(f, fieldnames=base + [f"p_{lab}" for lab in labels])
         writer.writeheader()
         for row in rows:
             flat = {k: row.get(k, "") for k in base}
-            flat.update({f"p_{lab}": row["probs"].get(lab, "") for lab in labels.labels})
+            flat.update({f"p_{lab}": row["probs"].get(lab, "") for lab in labels})
             writer.writerow(flat)
 
 
@@ -151,24 +142,21 @@ def run(args) -> int:
         raise UserError("--out must end in .jsonl or .csv", path=out)
     if args.adapter is not None and not Path(args.adapter).is_dir():
         raise UserError("adapter folder not found", path=args.adapter)
-    manifest_path = find_manifest(args.data, args.adapter)
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path else None
-    labels, window, speaker_mode = settings(args, manifest)
-    if window < 0:
-        raise UserError("--window must be >= 0")
-    check_adapter(args.adapter, labels.labels)
+    prepared = find_prepared(args.data, args.adapter)
+    spec = settings(args, prepared)
+    check_adapter(args.adapter, spec.labels)
 
     dialogues = read_custom(args.input, "predict", dataset="custom")
     if not dialogues:
         raise UserError("no utterances (empty file?)", path=args.input)
-    records = build_records(dialogues, labels, window, speaker_mode, manifest, manifest_path)
+    records = build_records(dialogues, spec, prepared)
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
     preds = decode_records(model, tokenizer, records, **decoding_options(args))
-    write_rows(out, output_rows(dialogues, records, preds), labels)
+    write_rows(out, output_rows(dialogues, records, preds), spec.labels)
 
     counts: dict[str, int] = {}
     for p in preds:
         counts[p.pred] = counts.get(p.pred, 0) + 1
     print(f"labelled {len(preds)} utterances in {len(dialogues)} dialogues -> {out}")
-    print("  " + ", ".join(f"{lab} {counts.get(lab, 0)}" for lab in labels.labels))
+    print("  " + ", ".join(f"{lab} {counts.get(lab, 0)}" for lab in spec.labels))
     return 0

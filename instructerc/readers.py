@@ -49,6 +49,7 @@ class Row:
     speaker: str
     text: str
     emotion: str | None
+    speaker_index: int | None = None  # the file's own speaker number, where it has one
 
 
 # ---------------------------------------------------------------- decoding, CSV, JSONL
@@ -136,7 +137,7 @@ def assemble(
             raise UserError(f"empty utterance in dialogue {row.dialogue_id!r}", **where)
         if not row.speaker.strip():
             raise UserError(f"empty speaker in dialogue {row.dialogue_id!r}", **where)
-        turns.append(Utterance(len(turns), row.speaker.strip(), text, _emotion(row, labels, where)))
+        turns.append(Utterance(len(turns), row.speaker.strip(), text, _emotion(row, labels, where), row.speaker_index))
     return [Dialogue(dataset, split, d, tuple(us)) for d, us in dialogues.items()]
 
 
@@ -259,10 +260,11 @@ COSMIC_LAYOUT = {"meld": (0, 1, 3, 4, 6, 5), "iemocap": (0, 1, 2, 3, 5, 4), "emo
 MELD_ID_OFFSET = {"train": 0, "dev": 1039, "test": 1153}
 
 
-def _speaker_key(value) -> object:
-    """A speaker's identity in a pickle: 'M'/'F' (iemocap) or the hot position of a one-hot."""
+def _speaker_index(value) -> int:
+    """A speaker's number in a pickle: the hot position of a one-hot, or for IEMOCAP's genders
+    M -> 0 and F -> 1 (as the released InstructERC code numbers them)."""
     if isinstance(value, str):
-        return value
+        return 0 if value == "M" else 1
     return max(range(len(value)), key=lambda i: value[i])
 
 
@@ -276,7 +278,8 @@ def _cosmic_dialogue_id(dataset: str, split: str, key) -> str:
 
 
 def read_cosmic(path: str | Path, dataset: str) -> dict[str, list[Dialogue]]:
-    """All three splits of a COSMIC pickle. Speakers are anonymous there: `Speaker_i` by first appearance."""
+    """All three splits of a COSMIC pickle. Speakers are numbers there, shown as `Speaker_<i>`:
+    MELD and EmoryNLP number them by first appearance, IEMOCAP by gender (M 0, F 1)."""
     path = Path(path)
     data = safe_load(path)
     layout = COSMIC_LAYOUT[dataset]
@@ -292,11 +295,9 @@ def read_cosmic(path: str | Path, dataset: str) -> dict[str, list[Dialogue]]:
             spk, emo, text = speakers[key], emotions[key], sentences[key]
             if not len(spk) == len(emo) == len(text):
                 raise UserError(f"dialogue {key!r}: {len(text)} sentences but {len(spk)} speakers and {len(emo)} labels", path=path)
-            order = {}
-            for s in spk:
-                order.setdefault(_speaker_key(s), f"Speaker_{len(order)}")
             rows = (
-                Row(i, did, None, order[_speaker_key(s)], repair_cp1252(t) if dataset == "meld" else t, _label_word(labels, e, path, did, i))
+                Row(i, did, None, f"Speaker_{_speaker_index(s)}", repair_cp1252(t) if dataset == "meld" else t,
+                    _label_word(labels, e, path, did, i), _speaker_index(s))
                 for i, (s, e, t) in enumerate(zip(spk, emo, text), 1)
             )
             dialogues += assemble(path, rows, dataset, split, labels)

@@ -30,6 +30,7 @@ class PromptRecord:
     labels: tuple[str, ...]  # the closed candidate list the prompt states
     speaker: str = ""
     demonstrations: tuple[dict, ...] = field(default_factory=tuple)  # {dialogue_id, turn, emotion, similarity}
+    chat: bool = True  # in the model's chat template (when it has one); False: raw text, as the released code
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

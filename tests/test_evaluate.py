@@ -9,9 +9,10 @@ import pytest
 from sklearn.metrics import f1_score
 
 from instructerc.cli import main
-from instructerc.fileio import read_jsonl, write_json, write_jsonl
+from instructerc.fileio import read_jsonl, write_jsonl
 from instructerc.labels import LABEL_SETS, UNIFIED
 from instructerc.records import PromptRecord
+from train_fixtures import write_manifest
 
 MELD = LABEL_SETS["meld"].labels
 MIXED = LABEL_SETS["mixed"].labels
@@ -38,8 +39,7 @@ def prepared(root: Path, n: int = 10, label_set: str = "meld") -> Path:
         rows = [erc_record(i, labels, labels[i % len(labels)], label_set, label_set) for i in range(n)]
     write_jsonl(root / "test.jsonl", rows)
     write_jsonl(root / "dev.jsonl", rows[:3])
-    write_json(root / "manifest.json", {"label_set": label_set, "labels": list(rows[0]["labels"]),
-                                        "arguments": {"dataset": label_set, "window": 12, "speaker_mode": "name"}})
+    write_manifest(root, label_set, rows[0]["labels"])
     return root
 
 

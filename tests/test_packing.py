@@ -11,7 +11,8 @@ from instructerc import batching
 from instructerc.dialogue import Dialogue, Utterance
 from instructerc.labels import LABEL_SETS
 from instructerc.models import load_tokenizer
-from instructerc.prepare import erc_records, predict_records
+from instructerc.spec import PromptSpec
+from instructerc.build import RecordBuilder
 from instructerc.trie import Trie
 from test_train import lora_model
 
@@ -37,7 +38,9 @@ def tokenizer(tiny_model_dir):
 def joint_examples(tokenizer):
     """ERC + prediction examples of four dialogues (window 3, so the history slides), in file order."""
     dialogues = [dialogue(k, turns) for k, turns in enumerate((5, 3, 7, 4))]
-    records = erc_records(dialogues, MELD, window=3) + predict_records(dialogues, MELD, window=3)
+    build = RecordBuilder(PromptSpec(template="default", label_set="meld", labels=MELD.labels, window=3), MELD)
+    records = [r for d in dialogues for r in build.dialogue_records(d, ("erc",))] \
+        + [r for d in dialogues for r in build.dialogue_records(d, ("predict",))]
     return [batching.encode(tokenizer, r, 1024) for r in records]
 
 

@@ -68,9 +68,11 @@ def prepare_custom(tmp_path: Path, capsys, *extra) -> tuple[Path, Path]:
     return data, test
 
 
-@pytest.mark.parametrize("extra", [("--window", "1", "--speaker-mode", "index"), ("--demonstrations", "2", "--window", "2")])
+@pytest.mark.parametrize("extra", [("--window", "1", "--speaker-mode", "index"), ("--demonstrations", "2", "--window", "2"),
+                                   ("--template", "utterance"), ("--sample-by", "utterance", "--data-percent", "0.5",
+                                                                 "--demonstrations", "1")])
 def test_predict_builds_prompts_as_prepare_did(tmp_path, capsys, extra):
-    """Settings and demonstrations come from the manifest: the prompts predict builds for the
+    """The spec and demonstrations come from the manifest: the prompts predict builds for the
     test file are the very prompts `prepare` wrote for it."""
     from argparse import Namespace
 
@@ -78,14 +80,14 @@ def test_predict_builds_prompts_as_prepare_did(tmp_path, capsys, extra):
     from instructerc.readers import read_custom
 
     data, test = prepare_custom(tmp_path, capsys, *extra)
-    manifest_path = predict.find_manifest(str(data), None)
-    manifest = json.loads(manifest_path.read_text())
-    labels, window, mode = predict.settings(Namespace(labels=None, window=None, speaker_mode=None), manifest)
-    assert labels.labels == MELD and window == int(extra[extra.index("--window") + 1])
+    prepared = predict.find_prepared(str(data), None)
+    spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
+    assert spec.labels == MELD and spec == prepared.spec
     dialogues = read_custom(test, "test", dataset="custom")
-    records = predict.build_records(dialogues, labels, window, mode, manifest, manifest_path)
-    prepared = [r for r in read_jsonl(data / "test.jsonl")]
-    assert [r.prompt for r in records] == [r["prompt"] for r in prepared]
+    records = predict.build_records(dialogues, spec, prepared)
+    prepared_rows = read_jsonl(data / "test.jsonl")
+    assert [r.prompt for r in records] == [r["prompt"] for r in prepared_rows]
+    assert [r.chat for r in records] == [r["chat"] for r in prepared_rows]
     if "--demonstrations" in extra:
         assert "similar utterances" in records[-1].prompt
 
@@ -102,13 +104,14 @@ def test_predict_with_prepared_data_jsonl(tmp_path, tiny_model_dir, capsys):
 
 
 @pytest.mark.parametrize("problem", ["empty file", "unknown adapter", "other label set", "window differs",
-                                     "bad suffix", "no settings"])
+                                     "template differs", "old manifest", "bad suffix", "no settings"])
 def test_predict_bad_input(tmp_path, tiny_model_dir, capsys, problem):
     src = byo_csv(tmp_path / "mine.csv", emotion=False)
     out = tmp_path / "out.jsonl"
     args = ["--model", tiny_model_dir, "--input", src, "--out", out, "--labels", "meld"]
     want = {"empty file": "empty", "unknown adapter": "adapter folder not found", "other label set": "trained on labels",
-            "window differs": "differs from the prepared data", "bad suffix": ".jsonl or .csv",
+            "window differs": "differs from the prepared data", "template differs": "--template paper differs",
+            "old manifest": "older instructerc", "bad suffix": ".jsonl or .csv",
             "no settings": "--labels"}[problem]
     if problem == "empty file":
         src.write_text("")
@@ -123,6 +126,16 @@ def test_predict_bad_input(tmp_path, tiny_model_dir, capsys, problem):
     elif problem == "window differs":
         data, _ = prepare_custom(tmp_path, capsys)
         args = args[:6] + ["--data", data, "--window", "3"]
+    elif problem == "template differs":
+        data, _ = prepare_custom(tmp_path, capsys)
+        args = args[:6] + ["--data", data, "--template", "paper"]
+    elif problem == "old manifest":
+        data, _ = prepare_custom(tmp_path, capsys)
+        manifest = json.loads((data / "manifest.json").read_text())
+        for key in ("manifest_version", "prompt_spec", "source"):
+            del manifest[key]
+        (data / "manifest.json").write_text(json.dumps(manifest))
+        args = args[:6] + ["--data", data]
     elif problem == "bad suffix":
         args[5] = tmp_path / "out.txt"
     elif problem == "no settings":

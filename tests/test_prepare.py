@@ -12,7 +12,7 @@ from instructerc.cli import main
 from instructerc.dialogue import Demonstration, Dialogue, Utterance
 from instructerc.errors import UserError
 from instructerc.fileio import sha256_file
-from instructerc.prepare import parse_percent, sample_dialogues
+from instructerc.build import parse_percent, sample_dialogues
 from instructerc.records import load_records
 
 
@@ -82,7 +82,7 @@ def test_mixed_ratio_by_dataset(root, tmp_path):
     out = tmp_path / "out"
     assert prepare("--dataset", "mixed", "--raw-dir", root, "--out", out, "--data-percent", "meld=0.34,emorynlp=1") == 0
     m = manifest(out)
-    assert m["data_percent"] == {"meld": 0.34, "emorynlp": 1.0, "iemocap": 1.0}
+    assert m["prompt_spec"]["data_percent"] == {"meld": 0.34, "emorynlp": 1.0, "iemocap": 1.0}
     train = load_records(out / "train.jsonl", tasks=("erc",))
     assert len({r.dialogue_id for r in train if r.dataset == "meld"}) == 1  # round(3 * 0.34)
     assert len({r.dialogue_id for r in train if r.dataset == "emorynlp"}) == 2
@@ -142,10 +142,12 @@ def test_retrieval_contract(root, tmp_path, monkeypatch):
         return SimpleNamespace(demonstrations={("meld", "test", "0", 2): (demo,)}, manifest={"retriever": "fake"})
 
     monkeypatch.setattr(retrieval, "retrieve", fake_retrieve)
-    monkeypatch.setattr(retrieval, "options_from_args", lambda args: ("options", args.demonstrations))
     out = tmp_path / "out"
-    assert prepare("--dataset", "meld", "--raw-dir", root, "--out", out, "--demonstrations", "1") == 0
-    assert seen == {"train": 3, "queries": 3 + 1 + 1, "options": ("options", 1)}
+    assert prepare("--dataset", "meld", "--raw-dir", root, "--out", out, "--demonstrations", "1",
+                   "--max-per-label", "2", "--no-embedding-cache") == 0
+    opts = seen.pop("options")
+    assert seen == {"train": 3, "queries": 3 + 1 + 1}
+    assert (opts.k, opts.max_per_label, opts.cache_dir) == (1, 2, None)
     test = {r.turn: r for r in load_records(out / "test.jsonl")}
     assert test[2].demonstrations == ({"dataset": "meld", "dialogue_id": "1", "turn": 0, "emotion": "surprise", "similarity": 0.8},)
     assert 'Joey: "What?" -> surprise' in test[2].prompt and test[1].demonstrations == ()

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from instructerc.dialogue import Demonstration, Dialogue, Utterance
+from instructerc.build import RecordBuilder, unify
+from instructerc.dialogue import Demonstration, Dialogue, Utterance, index_speakers
 from instructerc.labels import LABEL_SETS, UNIFIED, label_set, to_unified
-from instructerc.prepare import erc_records, predict_records, speaker_records, unify
-from instructerc.prompts import erc_prompt, predict_prompt, speaker_prompt
+from instructerc.prompts import TEMPLATES, erc_prompt, predict_prompt, speaker_prompt
+from instructerc.spec import PromptSpec
+
+DEFAULT = TEMPLATES["default"]
 
 HEAD = (
     "Now you are an expert in sentiment and emotional analysis. The following conversation noted "
@@ -22,7 +25,7 @@ DIALOGUE = Dialogue("meld", "train", "d1", (
 
 
 def test_erc_prompt_exact():
-    assert erc_prompt(DIALOGUE, 2, MELD, window=12) == (
+    assert erc_prompt(DEFAULT, DIALOGUE, 2, MELD, window=12) == (
         f"{HEAD}\n"
         '### Ross: "Hi."\n'
         'Rachel: "Oh, hey!"\n'
@@ -34,7 +37,7 @@ def test_erc_prompt_exact():
 
 def test_erc_prompt_window_index_mode_and_demonstrations():
     demos = [Demonstration("Monica", "We did it!", "joyful", 0.91, "d9", 4)]
-    assert erc_prompt(DIALOGUE, 3, ("a", "b"), window=1, demonstrations=demos, speaker_mode="index") == (
+    assert erc_prompt(DEFAULT, index_speakers(DIALOGUE), 3, ("a", "b"), window=1, demonstrations=demos) == (
         f"{HEAD}\n"
         '### Speaker_0: "I got the job."\n'
         'Speaker_2: "No way." ###\n'
@@ -45,11 +48,11 @@ def test_erc_prompt_window_index_mode_and_demonstrations():
 
 
 def test_erc_prompt_window_zero_shows_only_the_target():
-    assert '### Joey: "No way." ###' in erc_prompt(DIALOGUE, 3, MELD, window=0)
+    assert '### Joey: "No way." ###' in erc_prompt(DEFAULT, DIALOGUE, 3, MELD, window=0)
 
 
 def test_speaker_prompt_exact_names_and_indices():
-    prompt, candidates = speaker_prompt(DIALOGUE, 1)
+    prompt, candidates = speaker_prompt(DEFAULT, DIALOGUE, 1)
     assert candidates == ["Ross", "Rachel", "Joey"]
     assert prompt == (
         "Now you are an expert in sentiment and emotional analysis. Identify who speaks the following "
@@ -57,13 +60,13 @@ def test_speaker_prompt_exact_names_and_indices():
         'Utterance: "Oh, hey!"\n'
         "Please select the speaker of this utterance from <Ross, Rachel, Joey>:"
     )
-    prompt, candidates = speaker_prompt(DIALOGUE, 1, speaker_mode="index")
+    prompt, candidates = speaker_prompt(DEFAULT, index_speakers(DIALOGUE), 1)
     assert candidates == ["Speaker_0", "Speaker_1", "Speaker_2"]
     assert prompt.endswith("from <Speaker_0, Speaker_1, Speaker_2>:")
 
 
 def test_predict_prompt_exact_hides_the_utterance():
-    prompt = predict_prompt(DIALOGUE, 3, MELD, window=2)
+    prompt = predict_prompt(DEFAULT, DIALOGUE, 3, MELD, window=2)
     assert prompt == (
         f"{HEAD}\n"
         '### Rachel: "Oh, hey!"\n'
@@ -73,29 +76,43 @@ def test_predict_prompt_exact_hides_the_utterance():
     )
     assert "No way" not in prompt
     with pytest.raises(ValueError):
-        predict_prompt(DIALOGUE, 0, MELD)
+        predict_prompt(DEFAULT, DIALOGUE, 0, MELD)
+
+
+def builder(template="default", labels="meld", demonstrations=None, **spec) -> RecordBuilder:
+    ls = label_set(labels)
+    return RecordBuilder(PromptSpec(template=template, label_set=ls.name, labels=TEMPLATES[template].labels(ls.name, ls.labels),
+                                    **spec), ls, demonstrations)
 
 
 def test_records_from_prompts():
-    labels = label_set("meld")
     demos = {("meld", "train", "d1", 1): (Demonstration("M", "Yay", "joyful", 0.5, "d9", 2),)}
-    erc = erc_records([DIALOGUE], labels, window=12, demonstrations=demos)
+    records = builder(demonstrations=demos).dialogue_records(DIALOGUE, ("erc", "speaker", "predict"))
+    erc = [r for r in records if r.task == "erc"]
     assert [r.id for r in erc] == ["meld/d1/0/erc", "meld/d1/1/erc", "meld/d1/2/erc", "meld/d1/3/erc"]
     assert [r.target for r in erc] == ["neutral", "joyful", "joyful", "surprise"]
     assert erc[1].demonstrations == ({"dataset": "", "dialogue_id": "d9", "turn": 2, "emotion": "joyful", "similarity": 0.5},)
-    assert erc[1].prompt == erc_prompt(DIALOGUE, 1, MELD, 12, demos[("meld", "train", "d1", 1)])
-    assert erc[0].demonstrations == () and erc[0].labels == MELD and erc[0].speaker == "Ross"
-    spk = speaker_records([DIALOGUE], labels, "index")
+    assert erc[1].prompt == erc_prompt(DEFAULT, DIALOGUE, 1, MELD, 12, demos[("meld", "train", "d1", 1)])
+    assert erc[0].demonstrations == () and erc[0].labels == MELD and erc[0].speaker == "Ross" and erc[0].chat
+    spk = [r for r in builder().dialogue_records(index_speakers(DIALOGUE), ("speaker",))]
     assert [r.target for r in spk] == ["Speaker_0", "Speaker_1", "Speaker_0", "Speaker_2"]
     assert spk[0].labels == ("Speaker_0", "Speaker_1", "Speaker_2")
-    pred = predict_records([DIALOGUE], labels)
-    assert [r.turn for r in pred] == [1, 2, 3] and pred[0].task == "predict"
+    pred = [r for r in records if r.task == "predict"]
+    assert [r.turn for r in pred] == [1, 2, 3]
+    assert [r.task for r in records] == ["erc"] * 4 + ["speaker"] * 4 + ["predict"] * 3
 
 
 def test_unlabelled_dialogue_gives_empty_targets():
     d = Dialogue("custom", "predict", "x", (Utterance(0, "A", "hello"),))
-    (r,) = erc_records([d], label_set("meld"))
+    (r,) = builder().dialogue_records(d, ("erc",))
     assert r.target == "" and r.split == "predict"
+
+
+def test_utterance_template_has_no_context_and_no_auxiliary_tasks():
+    records = builder("utterance").dialogue_records(DIALOGUE, ("erc", "speaker", "predict"))
+    assert [r.task for r in records] == ["erc"] * 4 and not records[0].chat
+    assert records[2].prompt == ("Please select the emotional label of <I got the job.> "
+                                 "from <neutral, surprise, fear, sad, joyful, disgust, angry>:")
 
 
 def test_unified_mapping_covers_every_label():

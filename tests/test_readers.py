@@ -48,8 +48,8 @@ def test_cosmic_meld_repairs_text_and_restores_csv_ids(root):
     splits = read_cosmic(root / "cosmic" / "meld.pkl", "meld")
     assert {s: [d.dialogue_id for d in v] for s, v in splits.items()} == {"train": ["0"], "dev": ["0"], "test": ["0"]}
     assert splits["train"][0].utterances == (
-        Utterance(0, "Speaker_0", "It’s fine.", "neutral"),
-        Utterance(1, "Speaker_1", "Wait… really?", "joyful"),
+        Utterance(0, "Speaker_0", "It’s fine.", "neutral", 0),
+        Utterance(1, "Speaker_1", "Wait… really?", "joyful", 1),
     )
     assert [u.emotion for u in splits["test"][0].utterances] == ["surprise", "sad", "fear"]
     assert [u.speaker for u in splits["test"][0].utterances] == ["Speaker_0", "Speaker_1", "Speaker_0"]
@@ -65,13 +65,14 @@ def test_cosmic_emorynlp_numpy_scalars_and_scene_ids(root):
     assert [d.dialogue_id for d in splits["test"]] == ["s03_e01_c01"]
 
 
-def test_cosmic_iemocap(root):
+def test_cosmic_iemocap_speakers_by_gender(root):
+    """M is Speaker_0 and F Speaker_1 in every dialogue (the released code's numbering), whoever speaks first."""
     splits = read_cosmic(root / "cosmic" / "iemocap.pkl", "iemocap")
     (train,) = splits["train"]
     assert train.utterances == (
-        Utterance(0, "Speaker_0", "Hello.", "happy"),
-        Utterance(1, "Speaker_1", "Ugh.", "frustrated"),
-        Utterance(2, "Speaker_0", "Yes!", "excited"),
+        Utterance(0, "Speaker_1", "Hello.", "happy", 1),
+        Utterance(1, "Speaker_0", "Ugh.", "frustrated", 0),
+        Utterance(2, "Speaker_1", "Yes!", "excited", 1),
     )
     assert [d.dialogue_id for d in splits["dev"]] == ["Ses02F_impro01"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -232,16 +231,7 @@ def test_cache_merges_shards(tmp_path):
 # ---------------------------------------------------------------- options and encoder resolution
 
 
-def test_options_from_the_command_line(tmp_path):
-    parser = argparse.ArgumentParser()
-    retrieval.add_arguments(parser)
-    o = retrieval.options_from_args(parser.parse_args(["--demonstrations", "3"]))
-    assert o == retrieval.RetrievalOptions(k=3) and o.cache_dir == str(retrieval.default_cache_dir())
-    o = retrieval.options_from_args(parser.parse_args(
-        ["--demonstrations", "5", "--max-per-label", "1", "--min-similarity", "0.3", "--no-embedding-cache"]))
-    assert (o.k, o.max_per_label, o.min_similarity, o.cache_dir) == (5, 1, 0.3, None)
-    # predict rebuilds the options from a manifest's recorded arguments
-    assert retrieval.options_from_args(argparse.Namespace(demonstrations=2)).k == 2
+def test_bad_options():
     for bad in (dict(k=-1), dict(max_per_label=-1), dict(min_similarity=2.0), dict(batch_size=0)):
         with pytest.raises(UserError):
             retrieval.RetrievalOptions(**bad)

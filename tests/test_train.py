@@ -63,7 +63,31 @@ def test_every_shipped_config_is_valid_and_follows_the_paper():
             assert cfg["lr"] == 2e-4
 
 
-@pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1", "beta=-0.1"])
+def test_paper_configs_are_the_released_recipe():
+    for name, max_length in (("meld", 1024), ("emorynlp", 1024), ("iemocap", 1200)):
+        cfg = resolve_config(REPO / "configs" / "paper" / f"{name}.yaml")
+        assert set(cfg) == set(DEFAULTS) and cfg["max_length"] == max_length
+        assert cfg["lora"] == {"r": 16, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj"]}
+        assert (cfg["lr"], cfg["adam_betas"], cfg["schedule"], cfg["warmup_ratio"], cfg["batch_size"]) == \
+            (2e-4, [0.9, 0.95], "linear", 0.1, 32)
+        assert cfg["epochs"] == {"speaker": 3, "joint": 15, "plain": 6} and cfg["beta"] == 1.0
+
+
+def test_extends_merges_the_base_first_and_refuses_a_circle(tmp_path):
+    (tmp_path / "base.yaml").write_text("lr: 1e-4\nbatch_size: 16\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nbatch_size: 8\n")
+    cfg = resolve_config(tmp_path / "child.yaml")
+    assert (cfg["lr"], cfg["batch_size"]) == (1e-4, 8)
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(UserError, match="circle"):
+        resolve_config(tmp_path / "child.yaml")
+    (tmp_path / "child.yaml").write_text("extends: nosuch.yaml\n")
+    with pytest.raises(UserError, match="nosuch.yaml: config file not found"):
+        resolve_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1", "beta=-0.1",
+                                 "window=12", "adam_betas=[0.9]", "adam_betas=[0.9,1.5]", "adam_betas=0.9"])
 def test_unknown_or_malformed_override_is_a_user_error(bad):
     with pytest.raises(UserError):
         resolve_config(None, [bad])
@@ -349,8 +373,11 @@ def test_a_leftover_deepspeed_build_lock_is_named(tmp_path, monkeypatch, capsys)
 
 def test_bad_input_is_one_line(tmp_path, capsys, data_dir, tiny_model_dir):
     erc_only = write_data(tmp_path / "erc_only", tasks=("erc",))
+    old = write_data(tmp_path / "old")
+    (old / "manifest.json").write_text('{"label_set": "meld", "labels": []}')  # before the prompt spec
     base = ["--model", tiny_model_dir, "--out", tmp_path / "run"]
     cases = [
+        (["--stage", "plain", "--data", old, *base], "older instructerc"),
         (["--stage", "speaker", "--data", tmp_path / "nope", *base], "data folder not found"),
         (["--stage", "speaker", "--data", erc_only, *base], "no speaker records"),
         (["--stage", "stage3", "--data", data_dir, *base], "unknown stage"),

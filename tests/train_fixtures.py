@@ -6,7 +6,9 @@ import random
 from pathlib import Path
 
 from instructerc.labels import LABEL_SETS
+from instructerc.fileio import write_json
 from instructerc.records import PromptRecord, save_records
+from instructerc.spec import PromptSpec, Source, manifest_head
 
 LABELS = LABEL_SETS["meld"].labels
 SPEAKERS = ("Ross", "Rachel", "Monica")
@@ -34,4 +36,11 @@ def write_data(out: Path, n: int = 12, dev: int = 6, tasks=("erc", "speaker", "p
             rows.append(record(task, i, labels[i % len(labels)], labels))
     save_records(out / "train.jsonl", rows)
     save_records(out / "dev.jsonl", [record("erc", i, LABELS[i % 7], LABELS, "dev") for i in range(dev)])
+    write_manifest(out, "meld", LABELS)
     return out
+
+
+def write_manifest(out: Path, label_set: str, labels) -> None:
+    """The manifest entries the commands read back, for a folder of hand-made records."""
+    spec = PromptSpec(template="default", label_set=label_set, labels=tuple(labels))
+    write_json(out / "manifest.json", manifest_head(spec, Source(label_set), []))
