@@ -116,7 +116,8 @@ def fake_adapter(root: Path, labels) -> Path:
     return root / "best"
 
 
-@pytest.mark.parametrize("problem", ["unknown adapter", "other label set", "empty file", "missing split", "no data"])
+@pytest.mark.parametrize("problem", ["unknown adapter", "other label set", "empty file", "missing split", "no data",
+                                     "old manifest"])
 def test_eval_bad_input_one_line_error_nothing_written(tmp_path, tiny_model_dir, capsys, problem):
     data = prepared(tmp_path / "data")
     args = ["--data", data, "--model", tiny_model_dir, "--out", tmp_path / "out"]
@@ -130,13 +131,15 @@ def test_eval_bad_input_one_line_error_nothing_written(tmp_path, tiny_model_dir,
         (data / "test.jsonl").unlink()
     elif problem == "no data":
         args[1] = tmp_path / "nowhere"
+    elif problem == "old manifest":  # written before the prompt spec existed
+        (data / "manifest.json").write_text('{"label_set": "meld", "labels": [], "arguments": {"window": 12}}')
     code, stdout, err = run_eval(capsys, *args)
     assert code == 2
     assert err.startswith("instructerc eval: error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert {"unknown adapter": "adapter folder not found", "other label set": "trained on labels",
             "empty file": "empty file", "missing split": "file not found",
-            "no data": "folder not found"}[problem] in err
+            "no data": "folder not found", "old manifest": "older instructerc"}[problem] in err
 
 
 @pytest.mark.parametrize("option", [["--batch-size", "0"], ["--max-length", "-5"], ["--max-new-tokens", "0"],

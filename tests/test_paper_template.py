@@ -136,3 +136,23 @@ def test_raw_templates_train_and_evaluate_end_to_end(root, tmp_path, tiny_model_
     example = encode(tok, rec, 1024)
     prompt = tok(rec.prompt, add_special_tokens=True)["input_ids"]
     assert list(example.input_ids) == prompt + tok(rec.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
+def test_predict_builds_the_paper_prompts_of_prepare(root, tmp_path):
+    """A user's file of the test dialogue (speakers by name) gets the prompts `prepare` wrote from the
+    pickle: predict numbers speakers by first appearance, as the EmoryNLP and MELD pickles do."""
+    from argparse import Namespace
+
+    from instructerc import predict
+    from instructerc.readers import read_custom
+
+    data = tmp_path / "paper"
+    assert main(["prepare", "--dataset", "meld", "--format", "cosmic", "--raw-dir", str(root), "--template", "paper",
+                 "--out", str(data)]) == 0
+    mine = tmp_path / "mine.csv"
+    mine.write_text('dialogue_id,speaker,utterance\n7,Joey,Wow.\n7,Ross,Sad.\n7,Joey,Scary.\n', encoding="utf-8")
+    prepared = predict.find_prepared(str(data), None)
+    spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
+    records = predict.build_records(read_custom(mine, "predict"), spec, prepared)
+    assert [r.prompt for r in records] == [r.prompt for r in load_records(data / "test.jsonl")]
+    assert not any(r.chat for r in records)
