@@ -72,7 +72,7 @@ def prepare(args, kind: str, log: Path) -> Path:
 
 def baseline(row: str, data: Path) -> dict:
     test = load_records(data / "test.jsonl", tasks=("erc",))
-    preds = baselines.predictions(row, data, test)
+    preds, _ = baselines.predictions(row, data, test)
     m = classification_metrics([p.gold for p in preds], [p.pred for p in preds], list(test[0].labels))
     return {"weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}
 

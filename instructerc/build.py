@@ -213,7 +213,7 @@ class RecordBuilder:
         return PromptRecord(
             id=record_id(d, turn, task), dataset=d.dataset, label_set=self.spec.label_set, split=d.split,
             dialogue_id=d.dialogue_id, turn=turn, task=task, prompt=prompt, target=target, labels=tuple(labels),
-            speaker=d.utterances[turn].speaker, chat=self.template.chat, **extra)
+            speaker=d.utterances[turn].speaker, chat=self.template.chat, utterance=d.utterances[turn].text, **extra)
 
     def _target(self, emotion: str | None) -> str:
         return self.spelling.get(emotion, emotion) if emotion else ""

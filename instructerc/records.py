@@ -31,6 +31,7 @@ class PromptRecord:
     speaker: str = ""
     demonstrations: tuple[dict, ...] = field(default_factory=tuple)  # {dialogue_id, turn, emotion, similarity}
     chat: bool = True  # in the model's chat template (when it has one); False: raw text, as the released code
+    utterance: str = ""  # the text of utterance `turn` (for context-free baselines and error analysis)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

@@ -42,3 +42,40 @@ def test_knn_without_demonstrations_is_one_line(tmp_path, capsys):
     assert main(["baseline", "--data", str(data), "--kind", "knn", "--out", str(tmp_path / "knn")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--demonstrations" in err[0] and not (tmp_path / "knn").exists()
+
+
+def test_knn_k_chosen_on_dev(tmp_path, capsys):
+    """Dev shows the nearest demonstration right and the vote of three wrong: auto takes k = 1."""
+    three = (demo("fear", 0.9), demo("angry", 0.5), demo("angry", 0.4))
+    dev = [replace(record("erc", i, "fear", LABELS, "dev"), id=f"meld/d{i}/0/erc", demonstrations=three) for i in range(3)]
+    test = [replace(record("erc", 0, "fear", LABELS, "test"), id="meld/t/0/erc", demonstrations=three)]
+    data = write(tmp_path / "data", test)
+    save_records(data / "dev.jsonl", dev)
+    assert main(["baseline", "--data", str(data), "--kind", "knn", "--k", "auto", "--out", str(tmp_path / "auto")]) == 0
+    assert [p["pred"] for p in read_jsonl(tmp_path / "auto" / "predictions.jsonl")] == ["fear"]
+    chosen = json.loads((tmp_path / "auto" / "metrics.json").read_text())["run"]["chosen_on_dev"]
+    assert chosen["k"] == 1 and chosen["dev_weighted_f1"] == {"1": 1.0, "2": 1.0, "3": 0.0}
+    assert "chosen on dev: {'k': 1}" in capsys.readouterr().out
+    assert main(["baseline", "--data", str(data), "--kind", "knn", "--k", "3", "--out", str(tmp_path / "k3")]) == 0
+    assert [p["pred"] for p in read_jsonl(tmp_path / "k3" / "predictions.jsonl")] == ["angry"]
+    assert main(["baseline", "--data", str(data), "--kind", "knn", "--k", "0", "--out", str(tmp_path / "k0")]) == 2
+    assert "--k expects" in capsys.readouterr().err and not (tmp_path / "k0").exists()
+
+
+def test_tfidf_reads_the_utterance_alone(tmp_path):
+    words = {"joyful": "great wonderful", "sad": "terrible crying", "angry": "furious shut up"}
+    rows = [(f"oh {w} today {i}", e) for i in range(4) for e, w in words.items()]
+    train = [replace(record("erc", i, e, LABELS), utterance=u, id=f"meld/{i}/0/erc") for i, (u, e) in enumerate(rows)]
+    dev = [replace(record("erc", i, e, LABELS, "dev"), utterance=f"so {w}", id=f"meld/v{i}/0/erc")
+           for i, (e, w) in enumerate(words.items())]
+    test = [replace(record("erc", i, e, LABELS, "test"), utterance=f"{w}!", prompt="the same prompt", id=f"meld/t{i}/0/erc")
+            for i, (e, w) in enumerate(words.items())]
+    data = tmp_path / "data"
+    data.mkdir()
+    save_records(data / "train.jsonl", train)
+    save_records(data / "dev.jsonl", dev)
+    save_records(data / "test.jsonl", test)
+    assert main(["baseline", "--data", str(data), "--kind", "tfidf", "--out", str(tmp_path / "tfidf")]) == 0
+    assert [p["pred"] for p in read_jsonl(tmp_path / "tfidf" / "predictions.jsonl")] == list(words)
+    chosen = json.loads((tmp_path / "tfidf" / "metrics.json").read_text())["run"]["chosen_on_dev"]
+    assert chosen["C"] in (0.1, 0.3, 1.0, 3.0, 10.0) and len(chosen["dev_weighted_f1"]) == 5
