@@ -25,7 +25,7 @@ from instructerc.records import PromptRecord
 from instructerc.records import load_split as records_split
 
 KINDS = ("majority", "knn", "tfidf")
-C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,10 +40,15 @@ class RunLog:
                 f.write(json.dumps(row) + "\n")
 
 
-def save_adapter(model, path: Path, info: dict) -> None:
-    """A PEFT adapter folder with `trained.json` (stage, step, dev scores), written atomically."""
+def save_adapter(model, path: Path, info: dict, tokenizer=None) -> None:
+    """A PEFT adapter folder with `trained.json` (stage, step, dev scores), written atomically. A fully
+    fine-tuned model is saved whole, with the tokenizer: a model folder for `--model`."""
+    from peft import PeftModel
+
     with atomic_path(path) as tmp:
         model.save_pretrained(str(tmp))
+        if tokenizer is not None and not isinstance(model, PeftModel):
+            tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "trained.json", info)
 
 

@@ -162,6 +162,12 @@ def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None, bf16: boo
 
     from instructerc import models
 
+    if cfg["finetune"] == "full":  # every weight trains, in fp32 (autocast computes in bf16 where asked)
+        model = models.load_model(init_adapter or model_dir, dtype=torch.float32)
+        model.config.use_cache = False
+        if cfg["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable()
+        return model.requires_grad_(True)
     # frozen base weights in bf16; PEFT keeps the adapter's own weights in fp32 (autocast_adapter_dtype)
     model = models.load_model(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
     model.config.use_cache = False
@@ -327,6 +333,9 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     if init_adapter is not None and not Path(init_adapter).exists():
         raise UserError("adapter not found", path=init_adapter)
+    if init_adapter is not None and cfg["finetune"] == "full" and not (Path(init_adapter) / "config.json").is_file():
+        raise UserError("finetune: full starts from a full model folder (the RUN/best of a full run), "
+                        "not a LoRA adapter", path=init_adapter)
     task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
     # beta = 0 (the "without emotion prediction" ablation): its records would only cost time
     task_weight = {t: w for t, w in task_weight.items() if w != 0}
@@ -451,7 +460,7 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
         run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
         if progress.best is None or scores["dev_weighted_f1"] > progress.best["dev_weighted_f1"]:
             progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}
-            save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best})
+            save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best}, run.tokenizer)
         run.log(f"epoch {epoch + 1}/{run.epochs}: dev weighted-F1 {scores['dev_weighted_f1']:.4f} "
                 f"(best {progress.best['dev_weighted_f1']:.4f}, epoch {progress.best['epoch']})")
     shared = [progress.best]
@@ -483,7 +492,8 @@ def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> di
                "computed_tokens_per_s": (progress.computed - before.computed) / seconds if seconds else 0.0,
                "seconds": seconds, "best": progress.best, "adapter_sha256": digest}
     if run.rank == 0:
-        save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest})
+        save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest},
+                     run.tokenizer)
         write_json(run.out / "summary.json", summary)
         best = progress.best or {}
         run.log(f"done: {progress.global_step} steps, {progress.tokens} tokens ({progress.computed} computed) in "

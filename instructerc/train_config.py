@@ -14,10 +14,12 @@ import yaml
 from instructerc.errors import UserError
 
 PACKINGS = ("dialogue", "none")
+FINETUNES = ("lora", "full")
 
 DEFAULTS = {
     "seed": 42,
     "max_length": 1024,  # tokens of prompt + answer; longer prompts lose their oldest history
+    "finetune": "lora",  # lora: train a LoRA adapter | full: every weight of the model (the paper's all-parameters rows)
     "lora": {"r": 16, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     "lr": 2.0e-4,
     "adam_betas": [0.9, 0.999],  # AdamW's (beta1, beta2); the released scripts use 0.9, 0.95
@@ -110,6 +112,8 @@ def load_config(cfg: dict, path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def check_config(cfg: dict) -> None:
     if cfg["zero_stage"] not in (0, 1, 2):
         raise UserError(f"zero_stage must be 0, 1 or 2 (LoRA gains nothing from 3), got {cfg['zero_stage']}")
+    if cfg["finetune"] not in FINETUNES:
+        raise UserError(f"finetune must be lora or full, got {cfg['finetune']!r}")
     if cfg["packing"] not in PACKINGS:
         raise UserError(f"packing must be dialogue or none, got {cfg['packing']!r}")
     if cfg["precision"] not in ("auto", "bf16", "fp32"):

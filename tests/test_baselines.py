@@ -78,4 +78,4 @@ def test_tfidf_reads_the_utterance_alone(tmp_path):
     assert main(["baseline", "--data", str(data), "--kind", "tfidf", "--out", str(tmp_path / "tfidf")]) == 0
     assert [p["pred"] for p in read_jsonl(tmp_path / "tfidf" / "predictions.jsonl")] == list(words)
     chosen = json.loads((tmp_path / "tfidf" / "metrics.json").read_text())["run"]["chosen_on_dev"]
-    assert chosen["C"] in (0.1, 0.3, 1.0, 3.0, 10.0) and len(chosen["dev_weighted_f1"]) == 5
+    assert chosen["C"] in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0) and len(chosen["dev_weighted_f1"]) == 7

@@ -87,7 +87,7 @@ def test_extends_merges_the_base_first_and_refuses_a_circle(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1", "beta=-0.1",
-                                 "window=12", "adam_betas=[0.9]", "adam_betas=[0.9,1.5]", "adam_betas=0.9"])
+                                 "window=12", "finetune=qlora", "adam_betas=[0.9]", "adam_betas=[0.9,1.5]", "adam_betas=0.9"])
 def test_unknown_or_malformed_override_is_a_user_error(bad):
     with pytest.raises(UserError):
         resolve_config(None, [bad])
@@ -322,6 +322,33 @@ def test_packing_none_and_bf16_runs_train_too(tmp_path, data_dir, tiny_model_dir
     assert a["packing"] == "none" and b["precision"] == "bf16" and a["steps"] == b["steps"] == 6
     assert a["computed_tokens"] >= a["tokens"]  # padding is computed too
     assert all(v.dtype == torch.float32 for v in adapter_tensors(tmp_path / "bf16" / "final").values())
+
+
+def test_full_finetuning_trains_every_weight_and_saves_a_model_folder(tmp_path, data_dir, tiny_model_dir, capsys):
+    """`finetune: full` (the paper's all-parameters rows): no adapter, every weight moves; RUN/best
+    is a model folder (weights + tokenizer) that `eval --model` loads, and a second stage starts from it."""
+    from safetensors.torch import load_file
+
+    first = run_stage(tmp_path, "full", data_dir, tiny_model_dir, extra=["finetune=full"])
+    assert first["steps"] == 6
+    base = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    moved = [k for k in base if not torch.equal(base[k], tuned[k])]
+    assert any("mlp" in k for k in moved) and any("embed" in k for k in moved)  # not only attention, no LoRA
+    assert not (tmp_path / "full" / "best" / "adapter_config.json").exists()
+    assert (tmp_path / "full" / "best" / "tokenizer_config.json").is_file()
+    second = run_stage(tmp_path, "full2", data_dir, tiny_model_dir, stage="joint", extra=["finetune=full"],
+                       init_adapter=tmp_path / "full" / "best")
+    assert second["steps"] > 0
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "--data", str(data_dir), "--split", "dev", "--model", str(tmp_path / "full2" / "best"),
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["counts"]["n"] == 6
+    run_stage(tmp_path, "lora", data_dir, tiny_model_dir, extra=["epochs.speaker=1"])
+    capsys.readouterr()
+    code, err = _cli(capsys, "--stage", "joint", "--data", data_dir, "--model", tiny_model_dir, "--out", tmp_path / "x",
+                     "--set", "finetune=full", "--init-adapter", tmp_path / "lora" / "best")
+    assert code == 2 and len(err) == 1 and "full model folder" in err[0] and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
