@@ -117,7 +117,7 @@ def run(args) -> int:
     preds, chosen = predictions(args.kind, args.data, records, args.k)
     metrics = evaluation_metrics(records, preds, args.kind, time.perf_counter() - start)
     metrics["run"] = {"data": str(args.data), "split": args.split, "baseline": args.kind, "chosen_on_dev": chosen}
-    title = f"{records[0].label_set} {args.split} ({args.kind} baseline): weighted-F1 {metrics['weighted_f1'] * 100:.2f}"
+    title = f"{Path(args.data).resolve().name} {args.split} ({args.kind} baseline): weighted-F1 {metrics['weighted_f1'] * 100:.2f}"
     write_outputs(out, preds, metrics, title)
     print(format_table(metrics, title))
     if chosen:

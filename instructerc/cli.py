@@ -18,6 +18,7 @@ COMMANDS = {
     "prepare": ("instructerc.prepare", "turn an ERC dataset into instruction records (JSONL)"),
     "train": ("instructerc.train", "LoRA fine-tuning: --stage speaker | joint | plain"),
     "eval": ("instructerc.evaluate", "score a model (+adapter) on a prepared split"),
+    "infer": ("instructerc.evaluate", "the same command as eval (the design's name for the decoding step)"),
     "baseline": ("instructerc.baselines", "score the majority-class or kNN-demonstration baseline on a prepared split"),
     "predict": ("instructerc.predict", "label the utterances of your own conversations"),
     "model": ("instructerc.models", "fetch and convert base models (model pull NAME)"),

@@ -290,6 +290,7 @@ def load_for_decoding(model_spec: str, adapter: str | None = None, dtype: str = 
 
     from instructerc import models
 
+    models.quiet_libraries()
     path = models.resolve_model(model_spec)
     tokenizer = models.load_tokenizer(path)
     model = models.load_model(path, dtype=getattr(torch, models.fast_dtype() if dtype == "auto" else dtype))

@@ -14,7 +14,7 @@ from instructerc.decode import Prediction, add_decoding_arguments, decode_record
     load_for_decoding
 from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, write_json, write_jsonl
-from instructerc.labels import LABEL_SETS, UNIFIED
+from instructerc.labels import UNIFIED
 from instructerc.metrics import classification_metrics, format_table, save_confusion_png
 from instructerc.records import PromptRecord
 from instructerc.records import load_split as records_split
@@ -111,7 +111,7 @@ def run(args) -> int:
                       "adapter": args.adapter, "limit": args.limit, "num_beams": args.num_beams,
                       "max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "batch_size": args.batch_size,
                       "dtype": args.dtype, "weights_dtype": str(model.dtype).removeprefix("torch.")}
-    name = records[0].label_set if records[0].label_set in LABEL_SETS else records[0].dataset
+    name = Path(args.data).resolve().name  # the data folder names what was scored (data/demo is not MELD)
     title = f"{name} {args.split} ({args.decode}{', zero-shot' if not args.adapter else ''}): " \
             f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}"
     write_outputs(out, preds, metrics, title)

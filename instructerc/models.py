@@ -15,6 +15,19 @@ from instructerc.errors import UserError
 from instructerc.fileio import atomic_path, cache_home, sha256_file, write_json
 
 
+def quiet_libraries() -> None:
+    """Silence what a user cannot act on: DeepSpeed's "Setting accelerator to CPU" warning (naming
+    the CPU accelerator up front) and peft's use of a transformers attribute deprecated for v6."""
+    import os
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 

@@ -84,9 +84,12 @@ def settings(args, prepared: Prepared | None) -> PromptSpec:
 def training_set(prepared: Prepared) -> TrainingSet:
     """The training dialogues the prepared data's demonstrations came from, read and sampled again."""
     for path, sha in prepared.inputs:
-        if not Path(path).is_file() or sha256_file(path) != sha:
-            raise UserError(f"{path} is missing or changed since `prepare` (sha256 differs); demonstrations "
-                            "must come from the same training data", path=prepared.manifest)
+        if not Path(path).is_file():
+            raise UserError(f"{path}, an input of `prepare`, is missing; demonstrations come from the training "
+                            "data it read", path=prepared.manifest)
+        if sha256_file(path) != sha:
+            raise UserError(f"{path} changed since `prepare` (sha256 differs); demonstrations must come from the "
+                            "same training data", path=prepared.manifest)
     dialogues, _, _ = read_sources(prepared.source)
     return sample_train(name_speakers(dialogues["train"], prepared.spec), prepared.spec)
 

@@ -83,8 +83,10 @@ def token_lengths(records: list[PromptRecord], tokenizer_path: str) -> list[int]
 
 
 def source_of(args) -> Source:
-    return Source(args.dataset, args.format, args.raw_dir, {s: getattr(args, s) for s in SPLITS if getattr(args, s)},
-                  args.labels)
+    """The source, its paths absolute: `predict` reads the training dialogues again from any folder."""
+    absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
+    return Source(args.dataset, args.format, absolute(args.raw_dir),
+                  {s: absolute(getattr(args, s)) for s in SPLITS if getattr(args, s)}, args.labels)
 
 
 def spec_of(args, labels: LabelSet) -> PromptSpec:

@@ -87,7 +87,7 @@ def manifest_head(spec: PromptSpec, source: Source, inputs: list[Path]) -> dict:
         "manifest_version": MANIFEST_VERSION,
         "prompt_spec": spec.to_json(),
         "source": dataclasses.asdict(source),
-        "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
+        "inputs": [{"path": str(Path(p).resolve()), "sha256": sha256_file(p)} for p in inputs],
         "label_set": spec.label_set,
         "labels": list(spec.labels),
     }

@@ -56,6 +56,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from instructerc.models import quiet_libraries
+
+    quiet_libraries()
     cfg = resolve_config(args.config, args.overrides)
     train(cfg, stage=args.stage, data=args.data, model_spec=args.model, out=args.out,
           init_adapter=args.init_adapter, resume=args.resume, local_rank=args.local_rank)
@@ -250,7 +253,8 @@ class StepStats:
         self.tokens, self.computed = int(flat[-2]), int(flat[-1])
 
     def task_losses(self) -> dict[str, float]:
-        return {f"loss_{t}": self.loss_sum[t] / max(1, self.examples[t]) for t in self.tasks}
+        """Each task's mean example loss this step; None (null in metrics.jsonl) for a task with no example."""
+        return {f"loss_{t}": self.loss_sum[t] / self.examples[t] if self.examples[t] else None for t in self.tasks}
 
 
 @dataclass
@@ -435,7 +439,7 @@ def train_step(run: Run, step: list[list[list[int]]]) -> StepStats:
 
 def log_step(run: Run, progress: Progress, stats: StepStats, epoch: int, seconds: float, bar) -> None:
     task_loss = stats.task_losses()
-    loss = sum(run.task_weight[t] * task_loss[f"loss_{t}"] for t in stats.tasks)
+    loss = sum(run.task_weight[t] * task_loss[f"loss_{t}"] for t in stats.tasks if task_loss[f"loss_{t}"] is not None)
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{stats.tokens / seconds:.0f}")
     if progress.global_step % run.cfg["log_every"] == 0 or progress.global_step == 1:

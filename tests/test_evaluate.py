@@ -66,6 +66,22 @@ def test_eval_writes_three_files_and_sklearn_weighted_f1(tmp_path, tiny_model_di
     assert metrics["decoding"]["mode"] == "score"
     assert set(metrics["per_class"]) == set(MELD)
     assert "weighted-F1" in stdout
+    assert stdout.splitlines()[0].startswith("data test (score, zero-shot)")  # titled by the data folder
+
+
+def test_infer_is_eval_by_another_name(tmp_path, tiny_model_dir, capsys):
+    data = prepared(tmp_path / "data")
+    assert main(["infer", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "i"),
+                 "--limit", "2"]) == 0
+    assert len(read_jsonl(tmp_path / "i" / "predictions.jsonl")) == 2
+    from instructerc.cli import COMMANDS
+
+    assert COMMANDS["infer"][0] == COMMANDS["eval"][0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    assert "infer" in listing and "eval" in listing
 
 
 def test_eval_limit_and_dev_split(tmp_path, tiny_model_dir, capsys):

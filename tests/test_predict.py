@@ -145,3 +145,34 @@ def test_predict_bad_input(tmp_path, tiny_model_dir, capsys, problem):
     assert err.startswith("instructerc predict: error:") and len(err.strip().splitlines()) == 1
     assert want in err
     assert not out.exists() and not (tmp_path / "out.txt").exists()
+
+
+def test_prepared_with_relative_paths_predicts_from_anywhere(tmp_path, capsys, monkeypatch):
+    """Paths given relative to where `prepare` ran still resolve later from another folder; a
+    missing input is called missing, an edited one changed."""
+    from argparse import Namespace
+
+    from instructerc import predict
+    from instructerc.errors import UserError
+    from instructerc.readers import read_custom
+
+    work = tmp_path / "work"
+    work.mkdir()
+    byo_csv(work / "train.csv")
+    byo_csv(work / "test.csv", CONVERSATION[:4])
+    monkeypatch.chdir(work)
+    code, _, err = run(capsys, "prepare", "--dataset", "custom", "--labels", "meld", "--train", "train.csv", "--dev",
+                       "test.csv", "--test", "test.csv", "--out", "prepared", "--demonstrations", "1")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    prepared = predict.find_prepared(str(work / "prepared"), None)
+    spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
+    records = predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)
+    assert [r.prompt for r in records] == [r["prompt"] for r in read_jsonl(work / "prepared" / "test.jsonl")]
+    with open(work / "train.csv", "a", encoding="utf-8") as f:
+        f.write("c,Rachel,Hi.,neutral\n")
+    with pytest.raises(UserError, match="train.csv changed since `prepare`"):
+        predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)
+    (work / "train.csv").unlink()
+    with pytest.raises(UserError, match="train.csv, an input of `prepare`, is missing"):
+        predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)

@@ -226,6 +226,13 @@ def adapter_tensors(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+def test_a_task_without_examples_in_a_step_logs_no_loss():
+    from instructerc.train import StepStats
+
+    stats = StepStats(tasks=("erc", "predict"), loss_sum={"erc": 3.0, "predict": 0.0}, examples={"erc": 2, "predict": 0})
+    assert stats.task_losses() == {"loss_erc": 1.5, "loss_predict": None}
+
+
 def test_run_folder_and_two_stages(tmp_path, data_dir, tiny_model_dir, monkeypatch):
     from peft import PeftModel
 
