@@ -21,6 +21,7 @@ COMMANDS = {
     "infer": ("instructerc.evaluate", "the same command as eval (the design's name for the decoding step)"),
     "baseline": ("instructerc.baselines", "score the majority-class or kNN-demonstration baseline on a prepared split"),
     "predict": ("instructerc.predict", "label the utterances of your own conversations"),
+    "plot": ("instructerc.curves", "draw the training curves of one or several runs on the same axes"),
     "model": ("instructerc.models", "fetch and convert base models (model pull NAME)"),
 }
 

@@ -467,10 +467,18 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
             save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best}, run.tokenizer)
         run.log(f"epoch {epoch + 1}/{run.epochs}: dev weighted-F1 {scores['dev_weighted_f1']:.4f} "
                 f"(best {progress.best['dev_weighted_f1']:.4f}, epoch {progress.best['epoch']})")
+        draw_curves(run.out)
     shared = [progress.best]
     dist.broadcast_object_list(shared, src=0)
     progress.epoch, progress.step_in_epoch, progress.best = epoch + 1, 0, shared[0]
     save_checkpoint(run.engine, run.out, asdict(progress), run.rank, run.cfg["keep_checkpoints"])
+
+
+def draw_curves(out: Path) -> None:
+    """RUN/curves.png, redrawn after each epoch and at the end (loss, lr, dev weighted-F1)."""
+    from instructerc import curves
+
+    curves.draw([curves.read_run(out)], out / "curves.png")
 
 
 def stop_early(run: Run, progress: Progress, bar) -> dict:
@@ -499,6 +507,7 @@ def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> di
         save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest},
                      run.tokenizer)
         write_json(run.out / "summary.json", summary)
+        draw_curves(run.out)
         best = progress.best or {}
         run.log(f"done: {progress.global_step} steps, {progress.tokens} tokens ({progress.computed} computed) in "
                 f"{seconds:.0f}s; best dev weighted-F1 {best.get('dev_weighted_f1', float('nan')):.4f} at epoch "

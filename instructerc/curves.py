@@ -1,0 +1,107 @@
+"""Training curves: a run's metrics.jsonl drawn as RUN/curves.png, and `instructerc plot` for several runs.
+
+Three panels share the optimizer-step axis: the loss of each task, the learning rate, and the
+dev weighted-F1 after each epoch with the selected (best) epoch marked.
+
+    instructerc plot RUN [RUN ...] [--out FILE]     (default: RUN/curves.png for one run, else curves.png)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from instructerc.errors import UserError
+from instructerc.fileio import atomic_path
+
+TASK_STYLE = {"erc": "-", "predict": "--", "speaker": ":"}
+
+
+@dataclass
+class RunCurves:
+    name: str
+    steps: list[int] = field(default_factory=list)
+    losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # task -> (step, loss)
+    lr: list[tuple[int, float]] = field(default_factory=list)
+    dev: list[tuple[int, int, float]] = field(default_factory=list)  # (step, epoch, weighted-F1)
+    best_epoch: int | None = None
+
+
+def read_run(run: str | Path) -> RunCurves:
+    """The curves of a run folder (one written by `instructerc train`)."""
+    run = Path(run)
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError("not a training run folder (no metrics.jsonl)", path=run)
+    curves = RunCurves(run.name)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError("not a JSON line (a damaged metrics.jsonl?)", path=path, row=lineno) from None
+        if "dev_weighted_f1" in row:
+            curves.dev.append((row["step"], row["epoch"], row["dev_weighted_f1"]))
+            continue
+        curves.lr.append((row["step"], row["lr"]))
+        for key, value in row.items():
+            if key.startswith("loss_") and value is not None:
+                curves.losses.setdefault(key[5:], []).append((row["step"], value))
+    if curves.dev:
+        curves.best_epoch = max(curves.dev, key=lambda d: (d[2], -d[1]))[1]  # the first of equal bests, as train keeps
+    return curves
+
+
+def draw(runs: list[RunCurves], out: str | Path) -> None:
+    """One figure, every run on the same axes, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, lr_ax, dev_ax) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        color = colors[i % len(colors)]
+        label = (lambda what: f"{run.name}: {what}") if len(runs) > 1 else (lambda what: what)
+        for task, points in run.losses.items():
+            loss_ax.plot(*zip(*points), TASK_STYLE.get(task, "-"), color=color, label=label(f"loss {task}"))
+        if run.lr:
+            lr_ax.plot(*zip(*run.lr), color=color, label=label("lr"))
+        if run.dev:
+            steps, epochs, scores = zip(*run.dev)
+            dev_ax.plot(steps, [s * 100 for s in scores], "o-", color=color, label=label("dev weighted-F1"))
+            best = next(d for d in run.dev if d[1] == run.best_epoch)
+            dev_ax.plot(best[0], best[2] * 100, "*", color=color, markersize=16, markeredgecolor="black",
+                        label=label(f"selected: epoch {best[1]}"))
+    loss_ax.set_ylabel("training loss (mean per example)")
+    lr_ax.set_ylabel("learning rate")
+    dev_ax.set_ylabel("dev weighted-F1 (%)")
+    dev_ax.set_xlabel("optimizer step")
+    for ax in (loss_ax, lr_ax, dev_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    loss_ax.set_title(", ".join(r.name for r in runs))
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `instructerc train`")
+    parser.add_argument("--out", metavar="FILE.png", help="default: RUN/curves.png for one run, curves.png for several")
+
+
+def run(args) -> int:
+    runs = [read_run(r) for r in args.runs]
+    out = Path(args.out) if args.out else (Path(args.runs[0]) / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    if out.suffix.lower() != ".png":
+        raise UserError("--out must end in .png", path=out)
+    draw(runs, out)
+    print(f"curves of {len(runs)} run(s) -> {out}")
+    return 0
