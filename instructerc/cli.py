@@ -22,6 +22,7 @@ COMMANDS = {
     "baseline": ("instructerc.baselines", "score the majority-class or kNN-demonstration baseline on a prepared split"),
     "predict": ("instructerc.predict", "label the utterances of your own conversations"),
     "plot": ("instructerc.curves", "draw the training curves of one or several runs on the same axes"),
+    "export": ("instructerc.export", "merge a LoRA adapter into its base model: a standalone Hugging Face folder"),
     "model": ("instructerc.models", "fetch and convert base models (model pull NAME)"),
 }
 

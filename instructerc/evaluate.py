@@ -13,6 +13,7 @@ from pathlib import Path
 from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, is_label, \
     load_for_decoding
 from instructerc.errors import UserError
+from instructerc.export import check_exported
 from instructerc.fileio import atomic_path, write_json, write_jsonl
 from instructerc.labels import UNIFIED
 from instructerc.metrics import classification_metrics, format_table, save_confusion_png
@@ -99,7 +100,9 @@ def run(args) -> int:
     out = Path(args.out)
     check_out_dir(out)
     records = load_split(args.data, args.split, args.limit)
-    check_adapter(args.adapter, read_prepared(args.data).spec.labels)
+    labels = read_prepared(args.data).spec.labels
+    check_adapter(args.adapter, labels)
+    check_exported(args.model, labels)
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
 
     start = time.perf_counter()

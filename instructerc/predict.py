@@ -22,6 +22,7 @@ from instructerc.build import (RecordBuilder, TrainingSet, canonical_label_set, 
 from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, load_for_decoding
 from instructerc.dialogue import Dialogue, index_speakers
 from instructerc.errors import UserError
+from instructerc.export import check_exported, exported_record
 from instructerc.fileio import atomic_path, sha256_file, write_jsonl
 from instructerc.prompts import TEMPLATES, template
 from instructerc.records import PromptRecord
@@ -51,11 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------ settings
 
 
-def find_prepared(data: str | None, adapter: str | None) -> Prepared | None:
-    """The prepared data of training: --data, else the adapter run's `data` (None: zero-shot)."""
+def find_prepared(data: str | None, adapter: str | None, model: str | None = None) -> Prepared | None:
+    """The prepared data of training: --data, else the adapter run's `data`, else the `data` an
+    exported model records (None: zero-shot)."""
     if data is not None:
         return read_prepared(data)
-    cfg = run_config(Path(adapter)) if adapter else None
+    cfg = run_config(Path(adapter)) if adapter else (exported_record(model) if model else None)
     if cfg and cfg.get("data") and (Path(cfg["data"]) / "manifest.json").is_file():
         return read_prepared(cfg["data"])
     return None
@@ -145,9 +147,10 @@ def run(args) -> int:
         raise UserError("--out must end in .jsonl or .csv", path=out)
     if args.adapter is not None and not Path(args.adapter).is_dir():
         raise UserError("adapter folder not found", path=args.adapter)
-    prepared = find_prepared(args.data, args.adapter)
+    prepared = find_prepared(args.data, args.adapter, args.model)
     spec = settings(args, prepared)
     check_adapter(args.adapter, spec.labels)
+    check_exported(args.model, spec.labels)
 
     dialogues = read_custom(args.input, "predict", dataset="custom")
     if not dialogues:
