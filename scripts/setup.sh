@@ -15,7 +15,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 if ! .venv/bin/python -c "import instructerc, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.instructerc-installed ]; then
   echo "[setup] installing instructerc (editable) with test extras"
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ".[test,mpi]"
   touch .venv/.instructerc-installed
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, transformers, peft, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"

@@ -386,6 +386,38 @@ def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir, pack):
     assert (one["computed_tokens"] < one["tokens"]) == (pack > 1)  # records share a trie only in big packs
 
 
+def launch(cmd: list[str], run: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_mpiexec_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
+    """`mpiexec -n 2 instructerc train` (mpich from the `mpi` extra; DeepSpeed finds the ranks through
+    mpi4py): both ranks agree and, with dropout off, equal the one-process adapter. A world size
+    that does not divide the batch (packing none) is one line, exit 2, nothing written."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.is_file():
+        pytest.skip("no mpiexec beside this Python: install the mpi extra (pip install -e .[mpi])")
+    sets = QUICK + ["lora.dropout=0"]
+    one = run_stage(tmp_path, "one", data_dir, tiny_model_dir, extra=sets[len(QUICK):])
+    base = [str(mpiexec), "-n", "2", str(Path(sys.executable).parent / "instructerc"), "train", "--stage", "speaker",
+            "--data", str(data_dir), "--model", str(tiny_model_dir)]
+    done = launch(base + ["--out", str(tmp_path / "two")] + [x for s in sets for x in ("--set", s)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["world_size"] == 2 and two["steps"] == one["steps"]
+    a, b = adapter_tensors(tmp_path / "one" / "final"), adapter_tensors(tmp_path / "two" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    bad = ["packing=none", "micro_batch=3", "batch_size=9"]
+    done = launch(base + ["--out", str(tmp_path / "bad")] + [x for s in bad for x in ("--set", s)], tmp_path)
+    assert done.returncode == 2 and "not a multiple of micro_batch x world size" in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all(e == errors[0] for e in errors)  # the same one line from each rank
+    assert not (tmp_path / "bad").exists()
+
+
 # --- bad input: one line, exit 2 -------------------------------------------------------------
 
 def _cli(capsys, *argv):
