@@ -474,6 +474,18 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
     save_checkpoint(run.engine, run.out, asdict(progress), run.rank, run.cfg["keep_checkpoints"])
 
 
+def peak_memory() -> dict:
+    """This process's peak resident memory, and its peak GPU memory where it has a GPU (GiB)."""
+    import resource
+
+    import torch
+
+    peak = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if torch.cuda.is_available():
+        peak["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return peak
+
+
 def draw_curves(out: Path) -> None:
     """RUN/curves.png, redrawn after each epoch and at the end (loss, lr, dev weighted-F1)."""
     from instructerc import curves
@@ -502,7 +514,7 @@ def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> di
                "train_examples": len(run.examples), "tokens": progress.tokens, "computed_tokens": progress.computed,
                "tokens_per_s": (progress.tokens - before.tokens) / seconds if seconds else 0.0,
                "computed_tokens_per_s": (progress.computed - before.computed) / seconds if seconds else 0.0,
-               "seconds": seconds, "best": progress.best, "adapter_sha256": digest}
+               "seconds": seconds, "best": progress.best, "adapter_sha256": digest, **peak_memory()}
     if run.rank == 0:
         save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest},
                      run.tokenizer)
