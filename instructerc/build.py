@@ -113,15 +113,15 @@ def sample_dialogues(dialogues: list[Dialogue], percent: float, seed: int) -> li
 
 
 def sample_utterances(dialogues: list[Dialogue], percent: float, seed: int) -> set[UtteranceKey]:
-    """A `percent` of the utterances, drawn as the released code's `DataFrame.sample(frac, random_state=seed)`
-    draws its training records (numpy's RandomState(seed).choice over them in file order), at least one."""
-    import numpy as np
+    """A `percent` of the utterances (at least one), drawn by the very call the released code makes on
+    its training records in file order: pandas' `DataFrame.sample(n=int(len * percent), random_state=seed)`."""
+    import pandas as pd
 
-    keys = [(d.dataset, d.dialogue_id, u.turn) for d in dialogues for u in d.utterances]
+    keys = pd.DataFrame([(d.dataset, d.dialogue_id, u.turn) for d in dialogues for u in d.utterances])
     if percent >= 1:
-        return set(keys)
+        return set(keys.itertuples(index=False, name=None))
     n = max(1, int(len(keys) * percent))
-    return {keys[i] for i in np.random.RandomState(seed).choice(len(keys), size=n, replace=False)}
+    return set(keys.sample(n=n, random_state=seed).itertuples(index=False, name=None))
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ def test_templates_refuse_what_they_cannot_reproduce(root, tmp_path, capsys, arg
 
 
 def test_utterance_sampling_draws_the_released_records(root, tmp_path):
-    """--sample-by utterance keeps the ERC records numpy's RandomState(seed).choice picks, as the
-    released code's DataFrame.sample(n, random_state=seed) does, and every dialogue as context."""
+    """--sample-by utterance keeps the ERC records the released code's DataFrame.sample(n, random_state=seed)
+    keeps (numpy's RandomState(seed).choice underneath), and every dialogue as context."""
     import numpy as np
 
     full, half = tmp_path / "full", tmp_path / "half"
