@@ -1,7 +1,7 @@
 """The run folder: what `train` writes into RUN/ and what `eval` and `predict` read back from it.
 
     RUN/config.yaml     resolved config + stage, data, model, labels (written by train)
-    RUN/metrics.jsonl   per step and per epoch (RunLog.metrics)
+    RUN/metrics.jsonl   per step and per epoch (RunLog.metrics); RUN/tb/ the same for TensorBoard (logging: tensorboard)
     RUN/train.log       messages (RunLog)
     RUN/best, RUN/final PEFT adapters with trained.json
 """
@@ -20,10 +20,16 @@ from instructerc.models import adapter_folder
 
 
 class RunLog:
-    """Rank 0's log: RUN/train.log, RUN/metrics.jsonl, and messages printed above the progress bar."""
+    """Rank 0's log: RUN/train.log, RUN/metrics.jsonl, and messages printed above the progress bar;
+    with `tensorboard`, every metric also as a TensorBoard scalar under RUN/tb/."""
 
-    def __init__(self, run: Path, active: bool):
+    def __init__(self, run: Path, active: bool, tensorboard: bool = False):
         self.active, self.run = active, run
+        self.writer = None
+        if active and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run / "tb"))
 
     def __call__(self, msg: str) -> None:
         if not self.active:
@@ -38,6 +44,12 @@ class RunLog:
         if self.active:
             with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("loss_", "dev_")) else key,
+                                           value, row["step"])
+            self.writer.flush()
 
 
 def save_adapter(model, path: Path, info: dict, tokenizer=None) -> None:

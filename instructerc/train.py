@@ -14,6 +14,7 @@ and best adapter, the end.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import random
@@ -337,6 +338,8 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     if init_adapter is not None and not Path(init_adapter).exists():
         raise UserError("adapter not found", path=init_adapter)
+    if cfg["logging"] == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("logging: tensorboard needs the tensorboard package (pip install -e .[tensorboard])")
     if init_adapter is not None and cfg["finetune"] == "full" and not (Path(init_adapter) / "config.json").is_file():
         raise UserError("finetune: full starts from a full model folder (the RUN/best of a full run), "
                         "not a LoRA adapter", path=init_adapter)
@@ -381,7 +384,8 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
                                            config=deepspeed_config(cfg, world))
     run = Run(cfg=cfg, stage=stage, out=out, task_weight=task_weight, examples=examples, dev_records=dev_records,
               tokenizer=tokenizer, engine=engine, scheduler=scheduler, rank=rank, world=world, bf16=bf16,
-              epochs=epochs, steps_per_epoch=steps_per_epoch, log=RunLog(out, rank == 0))
+              epochs=epochs, steps_per_epoch=steps_per_epoch,
+              log=RunLog(out, rank == 0, tensorboard=cfg["logging"] == "tensorboard"))
     units = (f"dialogue packs of at most {cfg['max_pack_tokens']} tokens" if cfg["packing"] == "dialogue"
              else f"micro-batches of {cfg['micro_batch']} x accumulation {grad_accum(cfg, world)}")
     run.log(f"stage {stage}: {len(examples)} train examples ({', '.join(f'{t} x{w:g}' for t, w in task_weight.items())}), "

@@ -40,6 +40,7 @@ DEFAULTS = {
     "keep_checkpoints": 2,
     "stop_after": 0,  # end the run after this optimizer step, as a kill would (then --resume); 0 = never
     "log_every": 10,
+    "logging": "none",  # tensorboard: also write every metric as a TensorBoard scalar under RUN/tb/ (optional package)
     "eval": {"max_records": 0, "batch_size": 8},  # dev subsample for speed (0 = whole dev split)
 }
 
@@ -112,6 +113,8 @@ def load_config(cfg: dict, path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def check_config(cfg: dict) -> None:
     if cfg["zero_stage"] not in (0, 1, 2):
         raise UserError(f"zero_stage must be 0, 1 or 2 (LoRA gains nothing from 3), got {cfg['zero_stage']}")
+    if cfg["logging"] not in ("none", "tensorboard"):
+        raise UserError(f"logging must be none or tensorboard, got {cfg['logging']!r}")
     if cfg["finetune"] not in FINETUNES:
         raise UserError(f"finetune must be lora or full, got {cfg['finetune']!r}")
     if cfg["packing"] not in PACKINGS:

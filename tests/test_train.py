@@ -87,7 +87,7 @@ def test_extends_merges_the_base_first_and_refuses_a_circle(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["lora.rank=8", "learning_rate=1", "nokey", "epochs.stage3=1", "beta=-0.1",
-                                 "window=12", "finetune=qlora", "adam_betas=[0.9]", "adam_betas=[0.9,1.5]", "adam_betas=0.9"])
+                                 "window=12", "finetune=qlora", "logging=wandb", "adam_betas=[0.9]", "adam_betas=[0.9,1.5]", "adam_betas=0.9"])
 def test_unknown_or_malformed_override_is_a_user_error(bad):
     with pytest.raises(UserError):
         resolve_config(None, [bad])
@@ -332,6 +332,17 @@ def test_packing_none_and_bf16_runs_train_too(tmp_path, data_dir, tiny_model_dir
     assert a["packing"] == "none" and b["precision"] == "bf16" and a["steps"] == b["steps"] == 6
     assert a["computed_tokens"] >= a["tokens"]  # padding is computed too
     assert all(v.dtype == torch.float32 for v in adapter_tensors(tmp_path / "bf16" / "final").values())
+
+
+def test_tensorboard_logging_writes_the_metrics_as_scalars(tmp_path, data_dir, tiny_model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_stage(tmp_path, "tb", data_dir, tiny_model_dir, stage="joint", extra=["logging=tensorboard"])
+    events = EventAccumulator(str(tmp_path / "tb" / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss", "loss/erc", "loss/predict", "lr", "dev/weighted_f1"} <= tags
+    rows = [json.loads(x) for x in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([r["lr"] for r in rows if "lr" in r])
 
 
 def test_full_finetuning_trains_every_weight_and_saves_a_model_folder(tmp_path, data_dir, tiny_model_dir, capsys):
