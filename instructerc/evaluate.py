@@ -13,7 +13,7 @@ from pathlib import Path
 from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, is_label, \
     load_for_decoding
 from instructerc.errors import UserError
-from instructerc.export import check_exported
+from instructerc.export import check_exported, exported_record
 from instructerc.fileio import atomic_path, write_json, write_jsonl
 from instructerc.labels import UNIFIED
 from instructerc.metrics import classification_metrics, format_table, save_confusion_png
@@ -115,7 +115,8 @@ def run(args) -> int:
                       "max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "batch_size": args.batch_size,
                       "dtype": args.dtype, "weights_dtype": str(model.dtype).removeprefix("torch.")}
     name = Path(args.data).resolve().name  # the data folder names what was scored (data/demo is not MELD)
-    title = f"{name} {args.split} ({args.decode}{', zero-shot' if not args.adapter else ''}): " \
+    zero_shot = not args.adapter and exported_record(args.model) is None and not (Path(args.model) / "trained.json").exists()
+    title = f"{name} {args.split} ({args.decode}{', zero-shot' if zero_shot else ''}): " \
             f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}"
     write_outputs(out, preds, metrics, title)
 
