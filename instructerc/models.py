@@ -17,7 +17,8 @@ from instructerc.fileio import atomic_path, cache_home, sha256_file, write_json
 
 def quiet_libraries() -> None:
     """Silence what a user cannot act on: DeepSpeed's "Setting accelerator to CPU" warning (naming
-    the CPU accelerator up front) and peft's use of a transformers attribute deprecated for v6."""
+    the CPU accelerator up front), and library-internal deprecations (peft's use of a transformers
+    attribute deprecated for v6, DeepSpeed's of a torch.distributed call)."""
     import os
     import warnings
 
@@ -26,6 +27,8 @@ def quiet_libraries() -> None:
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # DeepSpeed's ZeRO gathers through a torch.distributed call torch has deprecated
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
 def load_tokenizer(path: str | Path):

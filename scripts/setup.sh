@@ -18,4 +18,5 @@ if ! .venv/bin/python -c "import instructerc, pytest" 2>/dev/null || [ pyproject
   .venv/bin/pip install -q -e ".[test,mpi]"
   touch .venv/.instructerc-installed
 fi
-echo "[setup] ready: $(.venv/bin/python -c 'import torch, transformers, peft, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"
+# (naming the CPU accelerator up front keeps DeepSpeed from warning that it found no GPU)
+echo "[setup] ready: $(.venv/bin/python -c 'import os, torch; torch.cuda.is_available() or os.environ.setdefault("DS_ACCELERATOR", "cpu"); import transformers, peft, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null)"
