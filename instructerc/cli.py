@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from instructerc import __version__
-from instructerc.errors import UserError
+from instructerc.errors import Stopped, UserError
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"instructerc {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(f"instructerc {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"instructerc {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -16,3 +16,12 @@ class UserError(Exception):
                 where += f", row {row}"
             where += ": "
         super().__init__(where + message)
+
+
+class Stopped(Exception):
+    """A run that stopped cleanly on a signal (SIGTERM, SIGINT) after saving its state; the CLI
+    prints the message and exits with 128 + the signal number, as a killed process would."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -18,6 +18,7 @@ import importlib.util
 import math
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_checkpoint
-from instructerc.errors import UserError
+from instructerc.errors import Stopped, UserError
 from instructerc.fileio import write_json, write_text
 from instructerc.records import load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
@@ -289,10 +290,9 @@ class Run:
 
 def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init_adapter: Path | None = None,
           resume: bool = False, local_rank: int | None = None) -> dict:
-    """Run one stage; returns the end-of-run summary (empty when stopped early by `stop_after`)."""
+    """Run one stage; returns the end-of-run summary (empty when stopped early by `stop_after`);
+    raises `Stopped` after checkpointing when SIGTERM or SIGINT asked it to stop."""
     from tqdm import tqdm
-
-    from instructerc import batching
 
     run = set_up(cfg, stage=stage, data=Path(data), model_spec=model_spec, out=Path(out),
                  init_adapter=init_adapter, resume=resume, local_rank=local_rank)
@@ -301,6 +301,19 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
     bar = tqdm(total=run.epochs * run.steps_per_epoch, initial=progress.global_step, desc=f"train {stage}",
                disable=run.rank != 0, dynamic_ncols=True)
     run.engine.train()
+    signals = StopSignals()
+    try:
+        summary = train_loop(run, progress, bar, signals)
+    finally:
+        signals.restore()
+    return summary if summary is not None else finish(run, progress, before, time.perf_counter() - started)
+
+
+def train_loop(run: Run, progress: Progress, bar, signals: "StopSignals") -> dict | None:
+    """The epochs and their steps; {} when `stop_after` ended the run early, None when it ran to the end."""
+    from instructerc import batching
+
+    cfg = run.cfg
     for epoch in range(progress.epoch, run.epochs):
         plan = batching.epoch_plan(run.examples, cfg, run.world, epoch)
         for step_in_epoch in range(progress.step_in_epoch, len(plan)):
@@ -310,6 +323,14 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
             progress.tokens += stats.tokens
             progress.computed += stats.computed
             log_step(run, progress, stats, epoch, time.perf_counter() - t0, bar)
+            signum = signals.agreed()
+            if signum:  # a scheduler's SIGTERM or a Ctrl-C: keep the finished steps, then stop
+                save_checkpoint(run.engine, run.out, asdict(progress), run.rank, cfg["keep_checkpoints"])
+                bar.close()
+                message = (f"stopped by {signal.Signals(signum).name} after step {progress.global_step}, checkpoint "
+                           f"saved; continue with the same command and --resume")
+                run.log(message)
+                raise Stopped(message, signum)
             last_of_epoch = step_in_epoch + 1 == len(plan)
             stopping = progress.global_step == cfg["stop_after"] and not last_of_epoch
             if not last_of_epoch and (stopping or cfg["checkpoint_every"] and progress.global_step % cfg["checkpoint_every"] == 0):
@@ -320,7 +341,35 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
         if progress.global_step == cfg["stop_after"] and epoch + 1 < run.epochs:
             return stop_early(run, progress, bar)
     bar.close()
-    return finish(run, progress, before, time.perf_counter() - started)
+    return None
+
+
+class StopSignals:
+    """SIGTERM (what SLURM and other schedulers send before they kill) and SIGINT (Ctrl-C) ask the
+    loop to stop at the next step boundary; a second SIGINT interrupts at once. Every rank learns
+    whether any rank was asked, so all of them checkpoint the same step and stop together."""
+
+    def __init__(self):
+        self.signum = 0
+        self.previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _note(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+    def agreed(self) -> int:
+        import torch
+        import torch.distributed as dist
+
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"  # nccl needs GPU tensors
+        flag = torch.tensor([self.signum], dtype=torch.int64, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init_adapter: Path | None,

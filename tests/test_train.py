@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -315,6 +317,33 @@ def test_best_is_the_best_dev_epoch(tmp_path, data_dir, tiny_model_dir, monkeypa
     want = {k.replace(".default", ""): v for k, v in adapters[1].items()}
     assert saved.keys() == want.keys() and all(torch.equal(saved[k], want[k]) for k in saved)
     assert not all(torch.equal(saved[k], adapters[2][k]) for k in saved if k in adapters[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_checkpoint_then_resume_to_the_same_adapter(tmp_path, data_dir, tiny_model_dir, sig):
+    """What a scheduler sends before it kills (SIGTERM), or a Ctrl-C: the run checkpoints at the next
+    step boundary, says how to resume, exits 128 + the signal; --resume ends with the adapter of an
+    uninterrupted run (dropout 0)."""
+    sets = ["batch_size=4", "epochs.speaker=8", "lora.dropout=0", "checkpoint_every=0", "log_every=1"]
+    whole = run_stage(tmp_path, "whole", data_dir, tiny_model_dir, extra=sets)
+    cmd = [str(Path(sys.executable).parent / "instructerc"), "train", "--stage", "speaker", "--data", str(data_dir),
+           "--model", str(tiny_model_dir), "--out", str(tmp_path / "cut")] + [x for s in sets for x in ("--set", s)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert f"stopped by {signal.Signals(sig).name}" in err and "--resume" in err
+    assert (tmp_path / "cut" / "checkpoints" / "latest.json").is_file() and not (tmp_path / "cut" / "final").exists()
+    done = launch(cmd + ["--resume"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert cut["steps"] == whole["steps"] and cut["adapter_sha256"] == whole["adapter_sha256"]
 
 
 def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_dir):
