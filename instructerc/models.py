@@ -270,8 +270,12 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     from peft import PeftModel
 
     adapter_dir = adapter_folder(adapter_dir)
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        # adapter_model.bin is a pickle: loading one from elsewhere could run its code
+        raise UserError("adapter weights must be adapter_model.safetensors; pickle-based .bin adapters are "
+                        "refused (convert one you trust with peft and save_pretrained)", path=adapter_dir)
     try:
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable, use_safetensors=True)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise UserError(f"cannot load adapter ({str(e).splitlines()[0]})", path=adapter_dir) from None
 

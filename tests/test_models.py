@@ -144,6 +144,20 @@ def test_load_adapter(tmp_path, tiny_model_dir):
     (tmp_path / "broken" / "adapter_config.json").write_text("{}")
     with pytest.raises(UserError):
         models.load_adapter(models.load_model(tiny_model_dir), tmp_path / "broken")
+    pickled = tmp_path / "pickled"  # the same adapter with pickle weights (what a hostile file would use)
+    lora.save_pretrained(pickled, safe_serialization=False)
+    assert (pickled / "adapter_model.bin").is_file()
+    with pytest.raises(UserError, match="pickle-based .bin adapters are refused"):
+        models.load_adapter(models.load_model(tiny_model_dir), pickled)
+
+
+def test_no_code_path_trusts_remote_code():
+    """Model code from the Hub never runs: nothing in the package passes trust_remote_code=True."""
+    from pathlib import Path
+
+    sources = list((Path(models.__file__).parent).glob("*.py"))
+    assert len(sources) > 10
+    assert not [p.name for p in sources if "trust_remote_code=True" in p.read_text(encoding="utf-8")]
 
 
 def test_model_list_and_unknown_pull(capsys):
