@@ -93,8 +93,9 @@ def predictions(kind: str, data: str | Path, records: list[PromptRecord], k: str
         if not all(r.utterance for r in train):
             raise UserError("records lack the utterance text; prepare the data again with this version", path=data)
         dev = records_split(data, "dev", ("erc",))
-        c, scores = pick_on_dev(C_GRID, lambda c: dev_f1(tfidf_predictions(tfidf_model(train, c), dev)))
-        return tfidf_predictions(tfidf_model(train, c), records), {"C": c, "dev_weighted_f1": scores}
+        fitted = {c: tfidf_model(train, c) for c in C_GRID}  # the chosen one is used again, not refitted
+        c, scores = pick_on_dev(C_GRID, lambda c: dev_f1(tfidf_predictions(fitted[c], dev)))
+        return tfidf_predictions(fitted[c], records), {"C": c, "dev_weighted_f1": scores}
     if not any(r.demonstrations for r in records):
         raise UserError("records have no demonstrations; prepare the data with --demonstrations K for knn", path=data)
     if k == "all":

@@ -11,6 +11,7 @@ then work without the adapter: predict takes the prompt spec from there, eval ch
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def base_identity(model_dir: Path) -> dict:
     return ident
 
 
+@functools.lru_cache(maxsize=None)
 def weights_digest(model_dir: Path) -> str:
-    """sha256 over the model's weight files: two folders hold the same base model iff these agree."""
+    """sha256 over the model's weight files: two folders hold the same base model iff these agree.
+    Cached: the check and the record of one export both need the base's (gigabytes for a 7B model)."""
     import hashlib
 
     h = hashlib.sha256()
