@@ -1,8 +1,10 @@
 """Training checkpoints that survive a kill: DeepSpeed's state plus each rank's RNG and the data position.
 
 Layout: RUN/checkpoints/stepNNNNNNN/ (DeepSpeed's files, rng_rank{r}.json, trainer_state.json) and
-RUN/checkpoints/latest.json naming the last COMPLETE one. Everything we add is JSON: nothing is
-unpickled from our side.
+RUN/checkpoints/latest.json naming the last COMPLETE one with the size and sha256 of each of its files.
+Everything we add is JSON. DeepSpeed unpickles its .pt files with weights_only=False, so before it
+sees them a resume checks every file against latest.json (a missing, truncated or flipped file is
+refused by name) and loads each .pt weights-only (a pickle that could run code is refused).
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 from instructerc.errors import UserError
-from instructerc.fileio import write_json, write_text
+from instructerc.fileio import sha256_file, write_json, write_text
+
+# Classes DeepSpeed pickles into its optimizer state beside tensors and builtins: plain records,
+# safe to rebuild under torch's weights-only unpickler.
+DEEPSPEED_STATE_CLASSES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
 
 
 def rng_state() -> dict:
@@ -54,7 +65,7 @@ def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> Non
     dist.barrier()
     if rank == 0:
         write_json(root / tag / "trainer_state.json", state)
-        write_json(root / "latest.json", {"tag": tag})
+        write_json(root / "latest.json", {"tag": tag, "files": file_digests(root / tag)})
         done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step") and p.name != tag)
         for old in done[: max(0, len(done) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
@@ -65,13 +76,59 @@ def load_checkpoint(engine, run: Path, rank: int) -> dict | None:
     root = run / "checkpoints"
     if not (root / "latest.json").is_file():
         return None
-    tag = json.loads((root / "latest.json").read_text())["tag"]
+    latest = json.loads((root / "latest.json").read_text())
+    tag = latest["tag"]
+    if "files" in latest:
+        verify_files(root / tag, latest["files"])
+    else:
+        print(f"warning: {root / tag} predates checkpoint digests; its files are not verified", file=sys.stderr)
+    refuse_code_in_pickles(root / tag)
     path, _ = engine.load_checkpoint(str(root), tag=tag, load_module_strict=False,
                                      load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise UserError("checkpoint could not be loaded", path=root / tag)
     set_rng_state(json.loads((root / tag / f"rng_rank{rank}.json").read_text()))
     return json.loads((root / tag / "trainer_state.json").read_text())
+
+
+def file_digests(folder: Path) -> dict[str, dict]:
+    return {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def verify_files(folder: Path, expected: dict[str, dict]) -> None:
+    """Every file latest.json recorded is there, whole and unchanged; the first that is not is named."""
+    for name, want in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise UserError("checkpoint file missing; this checkpoint cannot be resumed", path=path)
+        if path.stat().st_size != want["size"]:
+            raise UserError(f"checkpoint file has {path.stat().st_size} bytes, {want['size']} were written; "
+                            "this checkpoint cannot be resumed", path=path)
+        if sha256_file(path) != want["sha256"]:
+            raise UserError("checkpoint file changed since it was written (sha256 differs); "
+                            "this checkpoint cannot be resumed", path=path)
+
+
+def refuse_code_in_pickles(folder: Path) -> None:
+    import importlib
+
+    import torch
+
+    allowed = []
+    for name in DEEPSPEED_STATE_CLASSES:
+        module, _, attr = name.rpartition(".")
+        try:
+            allowed.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            pass  # another DeepSpeed version: its files will simply need fewer (or be refused below)
+    for path in sorted(folder.glob("*.pt")):
+        try:
+            with torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            why = str(e).split("WeightsUnpickler error: ")[-1].splitlines()[0]
+            raise UserError(f"refused: this checkpoint file holds more than tensors and DeepSpeed's state ({why})",
+                            path=path) from None
 
 
 def keep_metrics_until(path: Path, step: int) -> None:

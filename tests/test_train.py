@@ -354,6 +354,45 @@ def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_
         run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "packing=none"], resume=True)
 
 
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped", "hostile pickle"])
+def test_a_damaged_or_hostile_checkpoint_is_refused_by_name(tmp_path, data_dir, tiny_model_dir, damage):
+    """--resume checks the files against the sizes and sha256 latest.json recorded, and loads every .pt
+    weights-only before DeepSpeed unpickles it: a pickle that runs code is refused, and never runs."""
+    from instructerc.checkpoints import file_digests
+
+    assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"]) == {}
+    root = tmp_path / "cut" / "checkpoints"
+    latest = json.loads((root / "latest.json").read_text())
+    assert set(latest["files"]) >= {"trainer_state.json", "rng_rank0.json", "mp_rank_00_model_states.pt"}
+    folder = root / latest["tag"]
+    victim = next(folder.glob("*optim_states.pt"))
+    marker = tmp_path / "code-ran"
+    if damage == "missing":
+        victim.unlink()
+    elif damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:-100])
+    elif damage == "flipped":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(bytes(data))
+    else:  # someone who can write the folder rewrites latest.json too: the digests match, the content does not pass
+        torch.save({"optimizer_state_dict": _RunsCode(marker)}, victim)
+        (root / "latest.json").write_text(json.dumps({"tag": latest["tag"], "files": file_digests(folder)}))
+    message = {"missing": "missing", "truncated": "bytes", "flipped": "sha256 differs", "hostile pickle": "refused"}
+    with pytest.raises(UserError, match=message[damage]) as e:
+        run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"], resume=True)
+    assert victim.name in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+
+
 def test_packing_none_and_bf16_runs_train_too(tmp_path, data_dir, tiny_model_dir):
     """The per-record micro-batches stay available; bf16 keeps the LoRA weights in fp32."""
     a = run_stage(tmp_path, "none", data_dir, tiny_model_dir, extra=["packing=none"])
