@@ -132,7 +132,16 @@ def refuse_code_in_pickles(folder: Path) -> None:
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
-    """On resume, forget metrics logged after the checkpoint: they will be logged again."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        write_text(path, "".join(ln + "\n" for ln in lines))
+    """On resume, forget metrics logged after the checkpoint (they will be logged again), and a line
+    a kill tore in the middle."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row["step"] <= step:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))

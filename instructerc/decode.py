@@ -36,6 +36,7 @@ the token budget per pack (`max_tokens`).
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -75,8 +76,9 @@ def score_records(model, tokenizer, records: list[PromptRecord], batch_size: int
     from tqdm import tqdm
 
     label_tokens = _answer_tokens(tokenizer, records)
-    prompts = [prompt_ids(tokenizer, r.prompt, r.chat) for r in records]
     answers = [[label_tokens[lab] for lab in r.labels] for r in records]
+    prompts = fit_context(model, [prompt_ids(tokenizer, r.prompt, r.chat) for r in records],
+                          reserve=max(len(a) for a in label_tokens.values()))
     logprobs: list[list[float]] = [[] for _ in records]
     with _eval_mode(model), torch.inference_mode(), \
             tqdm(total=len(records), desc="scoring", unit="ex", disable=not progress, leave=False) as bar:
@@ -85,6 +87,21 @@ def score_records(model, tokenizer, records: list[PromptRecord], batch_size: int
                 logprobs[i] = lp
             bar.update(len(idx))
     return [_prediction(r, lp) for r, lp in zip(records, logprobs)]
+
+
+def fit_context(model, prompts: list[list[int]], reserve: int) -> list[list[int]]:
+    """Prompts that would not fit the model's context with `reserve` answer tokens keep their last
+    tokens (the question and the newest history), as training's truncation does: positions past the
+    context are out of the model's range. Says how many were cut."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return prompts
+    keep = max(1, limit - reserve)
+    cut = sum(len(p) > keep for p in prompts)
+    if cut:
+        print(f"{cut} prompt(s) longer than the model's {limit}-token context kept their last {keep} tokens",
+              file=sys.stderr)
+    return [p[-keep:] if len(p) > keep else p for p in prompts]
 
 
 def label_logprobs(model, prompts: list[list[int]], answers: list[list[list[int]]]) -> list[list[float]]:
@@ -159,7 +176,8 @@ def generate_records(model, tokenizer, records: list[PromptRecord], batch_size: 
     plus answer) per batch, 1024 for MELD and EmoryNLP in its scripts."""
     import torch
 
-    prompts = [prompt_ids(tokenizer, r.prompt, r.chat) for r in records]
+    prompts = fit_context(model, [prompt_ids(tokenizer, r.prompt, r.chat) for r in records],
+                          reserve=max_new_tokens if max_length is None else 1)
     pad = _pad_id(tokenizer)
     texts: list[str] = [""] * len(records)
     with _eval_mode(model), torch.inference_mode():

@@ -5,6 +5,10 @@ its traceback.
 """
 
 
+# What str.splitlines() breaks at; a terminal may too.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class UserError(Exception):
     """A problem with the user's input, reported as one line: where, and what is wrong."""
 
@@ -15,7 +19,9 @@ class UserError(Exception):
             if row is not None:
                 where += f", row {row}"
             where += ": "
-        super().__init__(where + message)
+        # Messages quote the user's own text (a header cell, a label word, a file name), which may
+        # hold a line break; escaped, the message stays one line.
+        super().__init__((where + message).translate(_LINE_BREAKS))
 
 
 class Stopped(Exception):

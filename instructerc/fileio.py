@@ -75,16 +75,28 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a malformed line is a UserError naming it."""
     from instructerc.errors import UserError
 
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    # Lines end at "\n" only: splitlines() would also cut at U+2028, U+0085, ... which JSON
+    # strings may hold as they are (json.dumps(ensure_ascii=False) writes them so).
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"not valid JSON ({e.msg})", path=path, row=lineno) from None
+        except (ValueError, RecursionError) as e:
+            raise UserError(f"not valid JSON ({json_problem(e)})", path=path, row=lineno) from None
         if not isinstance(row, dict):
             raise UserError("each line must be a JSON object", path=path, row=lineno)
         yield lineno, row
+
+
+def json_problem(e: ValueError | RecursionError) -> str:
+    """Why json.loads refused a text. Besides JSONDecodeError it raises ValueError for an integer
+    longer than Python's int/str digit limit and RecursionError for arrays nested too deep."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return "a number with too many digits"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

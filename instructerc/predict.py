@@ -1,8 +1,9 @@
 """`instructerc predict`: label the utterances of a user's own conversations.
 
     read FILE (bring-your-own CSV/JSONL: dialogue_id, speaker, utterance[, emotion])
-    -> the prompt settings of training (prepared data's manifest) -> retrieve demonstrations from
-       the same training dialogues -> ERC records -> decode -> OUT (.jsonl or .csv), atomically
+    -> the prompt settings of training (prepared data's manifest) -> in chunks of whole dialogues:
+       retrieve demonstrations from the same training dialogues -> ERC records -> decode -> rows
+    -> OUT (.jsonl or .csv), written as chunks finish into a temporary twin renamed at the end
 
 Prompts are built exactly as for training, by the same library code (build.py): the prompt spec
 (template, window, speaker naming, labels, retrieval) is the one of the prepared data the adapter
@@ -13,9 +14,14 @@ was trained on (`--data DIR`, or the `data` of the adapter's run config). Withou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import json
+from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
+
+from tqdm import tqdm
 
 from instructerc.build import (RecordBuilder, TrainingSet, canonical_label_set, custom_label_set, name_speakers,
                                read_sources, retrieve_demonstrations, sample_train, split_records)
@@ -23,13 +29,16 @@ from instructerc.decode import Prediction, add_decoding_arguments, decode_record
 from instructerc.dialogue import Dialogue, index_speakers
 from instructerc.errors import UserError
 from instructerc.export import check_exported, exported_record
-from instructerc.fileio import atomic_path, sha256_file, write_jsonl
+from instructerc.fileio import atomic_path, sha256_file
 from instructerc.prompts import TEMPLATES, template
 from instructerc.records import PromptRecord
 from instructerc.runs import check_adapter, run_config
 from instructerc.spec import Prepared, PromptSpec, read_prepared
 
 DEFAULT_TEMPLATE, DEFAULT_WINDOW, DEFAULT_SPEAKER_MODE = "default", 12, "name"
+# Dialogues are labelled and written about this many utterances at a time: memory stays bounded by
+# the chunk (its prompts and token ids), not by the file.
+CHUNK_UTTERANCES = 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,15 +105,33 @@ def training_set(prepared: Prepared) -> TrainingSet:
     return sample_train(name_speakers(dialogues["train"], prepared.spec), prepared.spec)
 
 
-def build_records(dialogues: list[Dialogue], spec: PromptSpec, prepared: Prepared | None) -> list[PromptRecord]:
+def demonstration_pool(prepared: Prepared | None, spec: PromptSpec) -> TrainingSet | None:
+    """The training dialogues demonstrations are drawn from, when the prompts have any."""
+    return training_set(prepared) if prepared is not None and spec.demonstrations > 0 else None
+
+
+def build_records(dialogues: list[Dialogue], spec: PromptSpec, training: TrainingSet | None) -> list[PromptRecord]:
     """ERC records of the user's dialogues, built by the library code `prepare` uses."""
     if template(spec.template).needs_speaker_index:  # a user's file has names: number them by first appearance
         dialogues = [index_speakers(d) for d in dialogues]
     dialogues = name_speakers(dialogues, spec)
     demonstrations = None
-    if prepared is not None and spec.demonstrations > 0:
-        demonstrations, _ = retrieve_demonstrations(training_set(prepared), dialogues, spec)
+    if training is not None:
+        demonstrations, _ = retrieve_demonstrations(training, dialogues, spec)
     return split_records(dialogues, "predict", RecordBuilder(spec, canonical_label_set(spec), demonstrations))
+
+
+def chunks(dialogues: list[Dialogue], utterances: int) -> Iterator[list[Dialogue]]:
+    """Whole dialogues, about `utterances` at a time: what is labelled and written before the next."""
+    chunk, size = [], 0
+    for d in dialogues:
+        chunk.append(d)
+        size += len(d.utterances)
+        if size >= utterances:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 # ------------------------------------------------------------------------ output
@@ -125,18 +152,27 @@ def output_rows(dialogues: list[Dialogue], records: list[PromptRecord], preds: l
     return rows
 
 
-def write_rows(path: Path, rows: list[dict], labels: Sequence[str]) -> None:
-    if path.suffix.lower() == ".jsonl":
-        write_jsonl(path, rows)
-        return
-    base = [k for k in rows[0] if k != "probs"]
+@contextlib.contextmanager
+def row_writer(path: Path, labels: Sequence[str], generated: bool, given: bool) -> Iterator[Callable[[list[dict]], None]]:
+    """A function that appends rows to OUT's temporary twin; OUT appears, whole, when the block ends
+    without an error. JSONL rows as they are; CSV flattens the probabilities into p_<label> columns."""
+    csv_out = path.suffix.lower() == ".csv"
+    fields = ["dialogue_id", "turn", "speaker", "utterance", "emotion"] + ["generated"] * generated + ["given_emotion"] * given
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=base + [f"p_{lab}" for lab in labels])
-        writer.writeheader()
-        for row in rows:
-            flat = {k: row.get(k, "") for k in base}
-            flat.update({f"p_{lab}": row["probs"].get(lab, "") for lab in labels})
-            writer.writerow(flat)
+        writer = csv.DictWriter(f, fieldnames=fields + [f"p_{lab}" for lab in labels]) if csv_out else None
+        if writer:
+            writer.writeheader()
+
+        def write(rows: list[dict]) -> None:
+            for row in rows:
+                if writer:
+                    writer.writerow({**{k: row.get(k, "") for k in fields},
+                                     **{f"p_{lab}": row["probs"].get(lab, "") for lab in labels}})
+                else:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+
+        yield write
 
 
 def run(args) -> int:
@@ -155,14 +191,19 @@ def run(args) -> int:
     dialogues = read_custom(args.input, "predict", dataset="custom")
     if not dialogues:
         raise UserError("no utterances (empty file?)", path=args.input)
-    records = build_records(dialogues, spec, prepared)
+    training = demonstration_pool(prepared, spec)  # before the model loads: a changed input fails at once
     model, tokenizer = load_for_decoding(args.model, args.adapter, args.dtype)
-    preds = decode_records(model, tokenizer, records, **decoding_options(args))
-    write_rows(out, output_rows(dialogues, records, preds), spec.labels)
-
-    counts: dict[str, int] = {}
-    for p in preds:
-        counts[p.pred] = counts.get(p.pred, 0) + 1
-    print(f"labelled {len(preds)} utterances in {len(dialogues)} dialogues -> {out}")
+    total = sum(len(d.utterances) for d in dialogues)
+    given = any(u.emotion is not None for d in dialogues for u in d.utterances)
+    counts: Counter = Counter()
+    with row_writer(out, spec.labels, args.decode == "generate", given) as write, \
+            tqdm(total=total, desc="labelling", unit="utt") as bar:
+        for chunk in chunks(dialogues, CHUNK_UTTERANCES):
+            records = build_records(chunk, spec, training)
+            preds = decode_records(model, tokenizer, records, progress=False, **decoding_options(args))
+            write(output_rows(chunk, records, preds))
+            counts.update(p.pred for p in preds)
+            bar.update(len(preds))
+    print(f"labelled {total} utterances in {len(dialogues)} dialogues -> {out}")
     print("  " + ", ".join(f"{lab} {counts.get(lab, 0)}" for lab in spec.labels))
     return 0

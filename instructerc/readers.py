@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from instructerc.dialogue import Dialogue, Utterance
 from instructerc.errors import UserError
-from instructerc.fileio import iter_jsonl, read_text
+from instructerc.fileio import iter_jsonl, json_problem, read_text
 from instructerc.labels import LabelSet, label_set
 from instructerc.unpickle import repair_cp1252, safe_load
 
@@ -63,6 +63,8 @@ def csv_rows(path: str | Path, required: Iterable[str]) -> Iterator[tuple[int, d
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise UserError("empty file, expected a header row", path=path, row=1) from None
+    except csv.Error as e:  # a stray quote in the header, a file cut inside a quoted header, a 128 KiB header cell
+        raise UserError(f"malformed CSV ({e})", path=path, row=1) from None
     missing = [c for c in required if c not in header]
     if missing:
         raise UserError(f"missing column {', '.join(map(repr, missing))} (header has: {', '.join(header)})", path=path, row=1)
@@ -179,7 +181,9 @@ def _speaker_list(value: str) -> str:
     """EmoryNLP speakers: a list literal such as "['Monica Geller', 'Phoebe Buffay']"."""
     try:
         names = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    # not a literal; or one the parser cannot build: {[1]} (TypeError, unhashable), deep nesting
+    # (RecursionError, or MemoryError from the parser's stack)
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
         return value
     if isinstance(names, (list, tuple)):
         return " and ".join(str(n).strip() for n in names)
@@ -211,18 +215,32 @@ def read_emorynlp_json(path: str | Path, split: str, labels: LabelSet | None = N
         scenes = [(s["scene_id"], s["utterances"]) for ep in data["episodes"] for s in ep["scenes"]]
     except json.JSONDecodeError as e:
         raise UserError(f"not valid JSON ({e.msg}); is the file truncated?", path=path, row=e.lineno) from None
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"not valid JSON ({json_problem(e)})", path=path) from None
     except (KeyError, TypeError) as e:
         raise UserError(f"not the official EmoryNLP JSON layout (episodes -> scenes -> utterances; missing {e})", path=path) from None
 
     def rows():
         n = 0
         for scene_id, utterances in scenes:
+            # The official files hold a string id, a list of utterance objects, and in each a list
+            # of names and two strings; other JSON types would fail deep inside (or reach the
+            # prompts as Python's repr of them), so they are refused here.
+            if not isinstance(scene_id, str) or not isinstance(utterances, list):
+                raise UserError(f"scene {scene_id!r}: expected a string scene_id and a list of utterances", path=path, row=n + 1)
             for u in utterances:
                 n += 1
+                if not isinstance(u, dict):
+                    raise UserError(f"scene {scene_id!r}: an utterance is {type(u).__name__}, not an object", path=path, row=n)
                 missing = [k for k in ("speakers", "transcript", "emotion") if k not in u]
                 if missing:
                     raise UserError(f"utterance {u.get('utterance_id', '?')} lacks {', '.join(missing)}", path=path, row=n)
-                yield Row(n, scene_id, None, " and ".join(u["speakers"]), u["transcript"], u["emotion"])
+                speakers, text, emotion = u["speakers"], u["transcript"], u["emotion"]
+                if not (isinstance(speakers, list) and all(isinstance(s, str) for s in speakers)):
+                    raise UserError(f"utterance {u.get('utterance_id', '?')}: speakers is not a list of names", path=path, row=n)
+                if not (isinstance(text, str) and isinstance(emotion, str)):
+                    raise UserError(f"utterance {u.get('utterance_id', '?')}: transcript and emotion must be strings", path=path, row=n)
+                yield Row(n, scene_id, None, " and ".join(speakers), text, emotion)
 
     return assemble(path, rows(), "emorynlp", split, labels or label_set("emorynlp"))
 

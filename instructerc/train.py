@@ -450,6 +450,8 @@ def resume_from_checkpoint(run: Run) -> Progress:
 
     loaded = load_checkpoint(run.engine, run.out, run.rank)
     if loaded is None:
+        if run.rank == 0:  # steps logged before the kill will be logged again
+            keep_metrics_until(run.out / "metrics.jsonl", 0)
         run.log(f"--resume: no checkpoint in {run.out}, starting from the beginning")
         dist.barrier()
         return Progress()

@@ -153,6 +153,6 @@ def test_predict_builds_the_paper_prompts_of_prepare(root, tmp_path):
     mine.write_text('dialogue_id,speaker,utterance\n7,Joey,Wow.\n7,Ross,Sad.\n7,Joey,Scary.\n', encoding="utf-8")
     prepared = predict.find_prepared(str(data), None)
     spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
-    records = predict.build_records(read_custom(mine, "predict"), spec, prepared)
+    records = predict.build_records(read_custom(mine, "predict"), spec, predict.demonstration_pool(prepared, spec))
     assert [r.prompt for r in records] == [r.prompt for r in load_records(data / "test.jsonl")]
     assert not any(r.chat for r in records)

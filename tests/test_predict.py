@@ -84,7 +84,7 @@ def test_predict_builds_prompts_as_prepare_did(tmp_path, capsys, extra):
     spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
     assert spec.labels == MELD and spec == prepared.spec
     dialogues = read_custom(test, "test", dataset="custom")
-    records = predict.build_records(dialogues, spec, prepared)
+    records = predict.build_records(dialogues, spec, predict.demonstration_pool(prepared, spec))
     prepared_rows = read_jsonl(data / "test.jsonl")
     assert [r.prompt for r in records] == [r["prompt"] for r in prepared_rows]
     assert [r.chat for r in records] == [r["chat"] for r in prepared_rows]
@@ -167,12 +167,45 @@ def test_prepared_with_relative_paths_predicts_from_anywhere(tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     prepared = predict.find_prepared(str(work / "prepared"), None)
     spec = predict.settings(Namespace(labels=None, template=None, window=None, speaker_mode=None), prepared)
-    records = predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)
+    records = predict.build_records(read_custom(work / "test.csv", "test"), spec, predict.demonstration_pool(prepared, spec))
     assert [r.prompt for r in records] == [r["prompt"] for r in read_jsonl(work / "prepared" / "test.jsonl")]
     with open(work / "train.csv", "a", encoding="utf-8") as f:
         f.write("c,Rachel,Hi.,neutral\n")
     with pytest.raises(UserError, match="train.csv changed since `prepare`"):
-        predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)
+        predict.build_records(read_custom(work / "test.csv", "test"), spec, predict.demonstration_pool(prepared, spec))
     (work / "train.csv").unlink()
     with pytest.raises(UserError, match="train.csv, an input of `prepare`, is missing"):
-        predict.build_records(read_custom(work / "test.csv", "test"), spec, prepared)
+        predict.build_records(read_custom(work / "test.csv", "test"), spec, predict.demonstration_pool(prepared, spec))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_chunks_of_dialogues_write_what_one_pass_writes(tmp_path, tiny_model_dir, capsys, monkeypatch, suffix):
+    """Labelling a file a few dialogues at a time (bounded memory) gives the same file as one pass."""
+    from instructerc import predict
+
+    data, _ = prepare_custom(tmp_path, capsys, "--demonstrations", "2")
+    src = byo_csv(tmp_path / "mine.csv", [(f"{d}{k}", *rest) for k in range(3) for d, *rest in CONVERSATION])
+    outs = []
+    for chunk in (10_000, 3):
+        monkeypatch.setattr(predict, "CHUNK_UTTERANCES", chunk)
+        outs.append(tmp_path / f"chunk{chunk}{suffix}")
+        code, _, err = run(capsys, "predict", "--model", tiny_model_dir, "--input", src, "--out", outs[-1], "--data", data)
+        assert code == 0, err
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert len(outs[0].read_text(encoding="utf-8").splitlines()) == 21 + (suffix == ".csv")
+
+
+def test_a_long_dialogue_and_a_huge_utterance_are_labelled(tmp_path, tiny_model_dir, capsys):
+    """1,000 turns (the window bounds the history; 2 keeps the test short) and a 100,000-character utterance (its prompt keeps
+    its last tokens within the model's context) label without error."""
+    rows = [("long", "Ann" if i % 2 else "Bob", f"turn {i} is fine", "neutral") for i in range(1000)]
+    rows += [("huge", "Ann", "la " * 33_334, "neutral"), ("huge", "Bob", "What?", "surprise")]
+    src = byo_csv(tmp_path / "big.csv", rows, emotion=False)
+    out = tmp_path / "big.jsonl"
+    code, stdout, err = run(capsys, "predict", "--model", tiny_model_dir, "--input", src, "--out", out, "--labels", "meld",
+                            "--window", "2")
+    assert code == 0, err
+    labelled = read_jsonl(out)
+    assert len(labelled) == 1002 and all(r["emotion"] in MELD for r in labelled)
+    assert "prompt(s) longer than the model's 2048-token context kept their last" in err
+    assert "labelled 1002 utterances in 2 dialogues" in stdout
