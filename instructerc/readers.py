@@ -75,6 +75,8 @@ def csv_rows(path: str | Path, required: Iterable[str]) -> Iterator[tuple[int, d
         except StopIteration:
             return
         except csv.Error as e:  # unterminated quote at the end of a truncated file, stray quote, ...
+            if "field larger than field limit" in str(e):  # csv's own cap; raising it is process-wide
+                raise UserError(f"a field longer than {csv.field_size_limit():,} characters", path=path, row=line) from None
             raise UserError(f"malformed CSV ({e}); is the file truncated?", path=path, row=line) from None
         if fields:  # csv yields [] for a blank line
             if len(fields) != len(header):

@@ -141,3 +141,94 @@ def test_known_dataset_from_a_jsonl_file_uses_its_label_words(tmp_path):
     path.write_text('{"dialogue_id": "a", "speaker": "A", "utterance": "x", "emotion": "joy"}\n', encoding="utf-8")
     (d,) = read_file(path, "meld", "train")
     assert d.dataset == "meld" and d.utterances[0].emotion == "joyful"
+
+
+# ------------------------------------------------------------------ found by tests/test_fuzz_readers.py
+
+
+@pytest.mark.parametrize("header,message", [
+    (b'"dialogue_id"x,speaker,utterance\n', r"row 1: malformed CSV \(',' expected after '\"'\)"),
+    (b'"dialogue_id,speaker,utterance\na,A,hi\n', r"row 1: malformed CSV \(unexpected end of data\)"),
+    (b'"' + b"x" * 200_000 + b'",speaker,utterance\n', r"row 1: malformed CSV \(field larger than field limit"),
+])
+def test_malformed_csv_header_is_a_user_error(tmp_path, header, message):
+    from instructerc.errors import UserError
+
+    path = tmp_path / "mine.csv"
+    path.write_bytes(header)
+    with pytest.raises(UserError, match=message):
+        read_custom(path, "test")
+
+
+def test_user_errors_quoting_line_breaks_stay_one_line(tmp_path):
+    from instructerc.errors import UserError
+
+    path = tmp_path / "mine.csv"
+    path.write_bytes(b'"dia\nlogue",speaker,utterance\r\n')
+    with pytest.raises(UserError) as e:
+        read_custom(path, "test")
+    assert str(e.value).endswith(r"(header has: dia\nlogue, speaker, utterance)")
+    assert str(UserError("unknown emotion (expected one of: a\rb, c\u2028d)", path="x\ny")) == (
+        r"x\ny: unknown emotion (expected one of: a\rb, c\u2028d)")
+
+
+def _emorynlp_doc(**utterance) -> str:
+    u = {"utterance_id": "s01_e01_c01_u001", "speakers": ["Ross Geller"], "transcript": "Hi.", "emotion": "Joyful", **utterance}
+    return json.dumps({"episodes": [{"scenes": [{"scene_id": "s01_e01_c01", "utterances": [u]}]}]})
+
+
+@pytest.mark.parametrize("text,message", [
+    (_emorynlp_doc(speakers=None), "row 1: utterance s01_e01_c01_u001: speakers is not a list of names"),
+    (_emorynlp_doc(speakers=[1]), "speakers is not a list of names"),
+    (_emorynlp_doc(speakers="Ross"), "speakers is not a list of names"),  # was read as "R and o and s and s"
+    (_emorynlp_doc(transcript=5), "transcript and emotion must be strings"),
+    (_emorynlp_doc(emotion=["Joyful"]), "transcript and emotion must be strings"),
+    ('{"episodes": [{"scenes": [{"scene_id": "x", "utterances": [7]}]}]}', "row 1: scene 'x': an utterance is int, not an object"),
+    ('{"episodes": [{"scenes": [{"scene_id": "x", "utterances": 7}]}]}', "scene 'x': expected a string scene_id and a list"),
+    ('{"episodes": [{"scenes": [{"scene_id": ["x"], "utterances": []}]}]}', r"scene \['x'\]: expected a string scene_id"),
+    ('{"episodes": [], "n": ' + "9" * 5000 + "}", r"not valid JSON \(a number with too many digits\)"),
+    ("[" * 100_000, r"not valid JSON \(nested too deeply\)"),
+])
+def test_emorynlp_json_of_the_wrong_shape_is_a_user_error(tmp_path, text, message):
+    from instructerc.errors import UserError
+
+    path = tmp_path / "emotion-detection-dev.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        read_emorynlp_json(path, "dev")
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"dialogue_id": "a", "speaker": "A", "utterance": "x", "turn": ' + "9" * 5000 + "}", "a number with too many digits"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_custom_jsonl_python_cannot_parse_is_a_user_error(tmp_path, line, message):
+    from instructerc.errors import UserError
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"mine.jsonl, row 1: not valid JSON \({message}\)"):
+        read_custom(path, "test")
+
+
+@pytest.mark.parametrize("speaker", ["{[1]}", "-" * 100_000 + "1"])
+def test_emorynlp_speaker_cell_python_cannot_build_is_kept_as_written(tmp_path, speaker):
+    path = tmp_path / "emorynlp_dev_final.csv"
+    path.write_text("Utterance,Speaker,Emotion,Scene_ID,Utterance_ID,Season,Episode\n"
+                    f'Hi.,"{speaker}",Joyful,1,1,1,1\n', encoding="utf-8")
+    (d,) = read_emorynlp_csv(path, "dev")
+    assert d.utterances[0].speaker == speaker
+
+
+def test_jsonl_lines_end_at_newlines_only(tmp_path):
+    """U+2028, U+0085, ... inside JSON strings, as json.dumps(ensure_ascii=False) writes them."""
+    from instructerc.fileio import read_jsonl, write_jsonl
+
+    text = "one\u2028two\x85three\x1cfour\x0bfive"
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"dialogue_id": "a", "speaker": "A", "utterance": text}, ensure_ascii=False) + "\r\n",
+                    encoding="utf-8")
+    (d,) = read_custom(path, "test")
+    assert d.utterances[0].text == text
+    write_jsonl(tmp_path / "records.jsonl", [{"prompt": text}])  # prepare's output, read back by train
+    assert read_jsonl(tmp_path / "records.jsonl") == [{"prompt": text}]

@@ -499,6 +499,43 @@ def test_mpiexec_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher, to", [("deepspeed", "group"), ("mpiexec", "launcher")])
+def test_a_stop_under_a_launcher_checkpoints_every_rank(tmp_path, data_dir, tiny_model_dir, launcher, to):
+    """SIGTERM as a scheduler or a terminal delivers it (to the whole process group: SLURM's scancel
+    signals every process of the step, Ctrl-C the foreground group), or to mpiexec alone (which
+    forwards it): both ranks checkpoint the same step and stop; the resumed 2-rank run ends with the
+    uninterrupted 2-rank adapter. (DeepSpeed's launch.py, signalled alone, passes SIGTERM on too, but
+    SIGKILLs the ranks 30 s later: a checkpoint slower than that is cut, and the previous one stays.)"""
+    exe = Path(sys.executable).parent
+    if launcher == "mpiexec" and not (exe / "mpiexec").is_file():
+        pytest.skip("no mpiexec beside this Python: install the mpi extra (pip install -e .[mpi])")
+    front = ([str(exe / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "2", "instructerc"]
+             if launcher == "deepspeed" else [str(exe / "mpiexec"), "-n", "2", str(exe / "instructerc")])
+    sets = ["batch_size=4", "epochs.speaker=8", "lora.dropout=0", "checkpoint_every=0", "log_every=1"]
+    cmd = front + ["train", "--stage", "speaker", "--data", str(data_dir), "--model", str(tiny_model_dir)]
+    cmd += [x for s in sets for x in ("--set", s)]
+    assert launch(cmd + ["--out", str(tmp_path / "whole")], tmp_path).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "cut")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM) if to == "group" else proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert (out + err).count("stopped by SIGTERM after step") >= 1 and "Traceback" not in out + err, err[-3000:]
+    latest = json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())
+    assert {"rng_rank0.json", "rng_rank1.json"} <= set(latest["files"])  # both ranks saved the same step
+    assert not (tmp_path / "cut" / "final").exists()
+    done = launch(cmd + ["--out", str(tmp_path / "cut"), "--resume"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cut, whole = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("cut", "whole"))
+    assert cut["steps"] == whole["steps"] and cut["adapter_sha256"] == whole["adapter_sha256"]
+
+
 # --- bad input: one line, exit 2 -------------------------------------------------------------
 
 def _cli(capsys, *argv):
