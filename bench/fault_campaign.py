@@ -13,8 +13,9 @@ folder per trial:
    run's: files byte for byte, except JSON values that also differ between two uninterrupted runs
    (timings, cache hit counts), which are reported; train: the final adapter's sha256 (dropout 0).
 
-Leftover temporary folders (`.NAME.xxxx` beside an output, what atomic writes leave when killed) are
-counted, not failed: they are never at a final location.
+Leftover temporary folders (`.NAME.HOST-PID.xxxx` beside an output, what atomic writes leave when
+killed) are counted after the kill and again after the re-run (whose write removes the twins of dead
+writers), not failed: they are never at a final location.
 
     python bench/fault_campaign.py --kills 20 --out bench/results/fault_campaign.json
     python bench/fault_campaign.py --kills 2 --commands train,eval     # quick (CI runs a mode like this)
@@ -48,6 +49,8 @@ from instructerc.fileio import write_json  # noqa: E402
 TRAIN_SETTINGS = ["batch_size=4", "micro_batch=2", "epochs.speaker=2", "checkpoint_every=1", "log_every=1",
                   "lora.dropout=0", "eval.max_records=8"]
 IGNORED = {"curves.png", "confusion.png", "train.log", "checkpoints"}  # images, logs; checkpoints are checked apart
+# Measurements of the process, not of the output: a resumed run's peak memory is its own.
+MEASURED = {"summary.json": {"peak_rss_gib", "peak_gpu_memory_gib", "seconds"}}
 
 
 # ------------------------------------------------------------------ the workspace every trial reads
@@ -291,9 +294,9 @@ def campaign(case: Case, w: dict, root: Path, kills: int, rng: random.Random, lo
     duration = min(s for _, s in refs)
     volatile = {name: differing_keys(load_any(p), load_any(tree(refs[1][0] / case.output)[name]))
                 for name, p in tree(ref).items() if p.suffix in (".json", ".jsonl")}
-    volatile = {k: v for k, v in volatile.items() if v}
+    volatile = {k: v | MEASURED.get(k, set()) for k, v in volatile.items() if v or k in MEASURED}
     result = {"command": case.name, "uninterrupted_s": round(duration, 1), "tried": 0, "survived": 0,
-              "finished_before_kill": 0, "leftover_temp_folders": 0, "volatile_json": {k: sorted(v) for k, v in volatile.items()},
+              "finished_before_kill": 0, "leftover_temp_folders": 0, "leftover_after_rerun": 0, "volatile_json": {k: sorted(v) for k, v in volatile.items()},
               "failures": []}
     for k in range(kills):
         trial = root / f"{case.name}-{k:02d}"
@@ -310,6 +313,7 @@ def campaign(case: Case, w: dict, root: Path, kills: int, rng: random.Random, lo
             problems += [f"after the kill: {p}" for p in same_output(ref, final, volatile)]
         result["leftover_temp_folders"] += litter(trial)
         code, _ = run(case.argv(trial) + case.resume, env(trial))
+        result["leftover_after_rerun"] += litter(trial)
         if code != 0:
             problems.append(f"re-run exited {code}")
         elif case.name == "train":
@@ -350,10 +354,10 @@ def main() -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'command':10} {'survived / tried':>17} {'finished first':>15} {'temp left':>10} {'run s':>6}")
+    print(f"\n{'command':10} {'survived / tried':>17} {'finished first':>15} {'temp left':>10} {'after re-run':>12} {'run s':>6}")
     for r in results:
         print(f"{r['command']:10} {r['survived']:>8} / {r['tried']:<6} {r['finished_before_kill']:>15} "
-              f"{r['leftover_temp_folders']:>10} {r['uninterrupted_s']:>6}")
+              f"{r['leftover_temp_folders']:>10} {r['leftover_after_rerun']:>12} {r['uninterrupted_s']:>6}")
         for f in r["failures"]:
             print(f"  trial {f['trial']} (killed at {f['killed_at_s']} s): {'; '.join(f['problems'])}")
     print(f"done in {time.perf_counter() - t0:.0f} s")

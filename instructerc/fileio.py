@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,7 +30,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    remove_stale_twins(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_OWNER}.", dir=path.parent)) / path.name
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
@@ -36,6 +39,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+_OWNER = f"{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_stale_twins(path: Path) -> None:
+    """Delete the temporary twins of `path` that a killed process of this host left behind (a
+    half-converted 7B model is 13 GB). A twin is named after its writer (host-pid), so one that a
+    live process or another host is still writing is left alone."""
+    host = socket.gethostname()
+    for twin in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*"):
+        pid = twin.name[len(f".{path.name}.{host}-"):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(twin, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

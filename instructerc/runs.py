@@ -61,6 +61,11 @@ def save_adapter(model, path: Path, info: dict, tokenizer=None) -> None:
         model.save_pretrained(str(tmp))
         if tokenizer is not None and not isinstance(model, PeftModel):
             tokenizer.save_pretrained(str(tmp))
+        config = tmp / "adapter_config.json"
+        if config.is_file():  # PEFT writes target_modules from a set, in hash order: sorted, equal runs write equal files
+            cfg = json.loads(config.read_text())
+            if isinstance(cfg.get("target_modules"), list):
+                write_json(config, {**cfg, "target_modules": sorted(cfg["target_modules"])})
         write_json(tmp / "trained.json", info)
 
 
