@@ -18,7 +18,7 @@ killed) are counted after the kill and again after the re-run (whose write remov
 writers), not failed: they are never at a final location.
 
     python bench/fault_campaign.py --kills 20 --out bench/results/fault_campaign.json
-    python bench/fault_campaign.py --kills 2 --commands train,eval     # quick (CI runs a mode like this)
+    python bench/fault_campaign.py --kills 1 --seed 1                  # quick: what CI runs (tests/test_fault_campaign.py)
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def build_workspace(ws: Path) -> dict:
     synthetic_meld(ws / "small", {"train": 12, "dev": 4, "test": 6}, seed=1)  # what train, eval and predict read
     custom_input(ws / "input.csv", n=12)
     wheelhouse(ws / "wheels", model)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INSTRUCTERC_HOME": str(ws / "home")}
+    # a process group of this process's own (a test that trained in-process) must not be joined
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INSTRUCTERC_HOME": str(ws / "home")})
     prepared = ws / "prepared"
     for cmd in (cli("prepare", "--dataset", "meld", "--raw-dir", ws / "small", "--out", prepared, "--demonstrations", "2"),
                 cli("train", "--stage", "speaker", "--data", prepared, "--model", model, "--out", ws / "run",
