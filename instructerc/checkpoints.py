@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from instructerc.errors import UserError
-from instructerc.fileio import sha256_file, write_json, write_text
+from instructerc.fileio import file_records, first_damage, write_json, write_text
 
 # Classes DeepSpeed pickles into its optimizer state beside tensors and builtins: plain records,
 # safe to rebuild under torch's weights-only unpickler.
@@ -92,21 +92,14 @@ def load_checkpoint(engine, run: Path, rank: int) -> dict | None:
 
 
 def file_digests(folder: Path) -> dict[str, dict]:
-    return {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+    return file_records(folder)
 
 
 def verify_files(folder: Path, expected: dict[str, dict]) -> None:
     """Every file latest.json recorded is there, whole and unchanged; the first that is not is named."""
-    for name, want in expected.items():
-        path = folder / name
-        if not path.is_file():
-            raise UserError("checkpoint file missing; this checkpoint cannot be resumed", path=path)
-        if path.stat().st_size != want["size"]:
-            raise UserError(f"checkpoint file has {path.stat().st_size} bytes, {want['size']} were written; "
-                            "this checkpoint cannot be resumed", path=path)
-        if sha256_file(path) != want["sha256"]:
-            raise UserError("checkpoint file changed since it was written (sha256 differs); "
-                            "this checkpoint cannot be resumed", path=path)
+    damage = first_damage(folder, expected)
+    if damage:
+        raise UserError(f"checkpoint file {damage}; this checkpoint cannot be resumed", path=folder)
 
 
 def refuse_code_in_pickles(folder: Path) -> None:

@@ -137,3 +137,24 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_records(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Size and sha256 of every file below `folder` (but `skip`), keyed by relative path: what a
+    writer records so that a reader can tell a whole folder from a damaged one."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def first_damage(folder: str | os.PathLike, records: dict[str, dict], full: bool = True) -> str | None:
+    """The first recorded file that is missing, of another size or (with `full`) another sha256."""
+    for name, want in records.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {want['size']} were written"
+        if full and sha256_file(path) != want["sha256"]:
+            return f"{name} changed since it was written (sha256 differs)"
+    return None

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from instructerc.errors import UserError
-from instructerc.fileio import atomic_path, cache_home, sha256_file, write_json
+from instructerc.fileio import atomic_path, cache_home, file_records, first_damage, sha256_file, write_json
 
 
 def quiet_libraries() -> None:
@@ -162,11 +162,6 @@ def _file_stamp(path: Path) -> dict:
     return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def record_files(folder: Path) -> dict[str, dict]:
-    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != SOURCE_RECORD}
-
-
 def folder_damage(folder: Path, full: bool = False) -> str | None:
     """What is wrong with a folder this module wrote, or None. Sizes are checked on every use (a
     truncated or half-copied folder); the sha256 of every file only when `full` (`model verify`,
@@ -178,15 +173,7 @@ def folder_damage(folder: Path, full: bool = False) -> str | None:
         return f"{SOURCE_RECORD} unreadable: {e}"
     if files is None:
         return f"{SOURCE_RECORD} lists no files (converted by an older instructerc)"
-    for name, want in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != want["size"]:
-            return f"{name} has {path.stat().st_size} bytes, {want['size']} were written"
-        if full and sha256_file(path) != want["sha256"]:
-            return f"{name} changed since it was written (sha256 differs)"
-    return None
+    return first_damage(folder, files, full)
 
 
 def convert_gguf(gguf: str | Path, out: str | Path | None = None) -> Path:
@@ -215,7 +202,7 @@ def convert_gguf(gguf: str | Path, out: str | Path | None = None) -> Path:
     sha = sha256_file(gguf)
     with atomic_path(out) as tmp:
         _dequantise(gguf, tmp)
-        write_json(tmp / SOURCE_RECORD, {**stamp, "sha256": sha, "files": record_files(tmp)})
+        write_json(tmp / SOURCE_RECORD, {**stamp, "sha256": sha, "files": file_records(tmp, skip=(SOURCE_RECORD,))})
     return out
 
 
