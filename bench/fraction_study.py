@@ -1,12 +1,15 @@
-"""The data-fraction study of issue 6: baselines, zero-shot, plain LoRA, the full recipe, ablations.
+"""The results study (issues 6 and 13): baselines, zero-shot, the utterance and window prompts, the full
+recipe and its ablations, on a seeded fraction (or all) of a dataset's training split.
 
-Every row runs the CLI exactly as a user would (prepare / train / eval), timed, on a seeded
-fraction of a dataset's training split, and is evaluated on the FULL test split. Finished rows
-are skipped on a re-run, so the study can be resumed or extended row by row.
+Every row runs the CLI exactly as a user would (prepare / baseline / train / eval), timed, and is
+evaluated once on the FULL test split: WORK/ROW/eval/{metrics.json,predictions.jsonl,confusion.png}.
+Finished rows are skipped on a re-run and an interrupted training stage continues with --resume, so
+the study can be stopped, resumed across sessions, or extended row by row.
 
     .venv/bin/python bench/fraction_study.py --dataset meld --raw-dir ../shared/datasets \
-        --fraction 0.0625 --work runs/meld_1_16 --rows majority knn zero-shot plain full
+        --fraction 0.0625 --work runs/meld_1_16 --rows majority tfidf knn zero-shot plain full
 
+`--train-seed N` trains (and names) the model rows as ROW@seedN, for a second seed of a row.
 Writes WORK/results.json and prints a markdown table.
 """
 
@@ -22,20 +25,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from instructerc import baselines  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
-from instructerc.metrics import classification_metrics  # noqa: E402
-from instructerc.records import load_records  # noqa: E402
 
 CLI = [sys.executable, "-m", "instructerc"]
 
-# row -> (what it is, prepared data it uses, the training stages it runs)
+# prepared data kind -> prepare flags
+DATA = {
+    "plain": [],
+    "utterance": ["--template", "utterance"],
+    "demo": ["--demonstrations", "3"],
+    "knn": ["--demonstrations", "10"],
+}
+
+# row -> (what it is, prepared data it uses, `instructerc baseline` flags or the training stages it runs)
 ROWS = {
-    "majority": ("majority class of the training sample", "plain", []),
-    "knn": ("vote of the 3 retrieved demonstrations", "demo", []),
-    "zero-shot": ("no adapter, no demonstrations", "plain", []),
+    "majority": ("majority class of the training sample", "plain", ["--kind", "majority"]),
+    "tfidf": ("TF-IDF + logistic regression on the utterance alone, C chosen on dev", "plain", ["--kind", "tfidf"]),
+    "knn": ("vote of the first k of 10 retrieved demonstrations, k chosen on dev", "knn",
+            ["--kind", "knn", "--k", "auto"]),
+    "knn3": ("vote of the 3 retrieved demonstrations", "demo", ["--kind", "knn", "--k", "3"]),
+    "zero-shot": ("no adapter, window prompt, no demonstrations", "plain", []),
     "zero-shot+demos": ("no adapter, 3 demonstrations", "demo", []),
-    "plain": ("LoRA on ERC alone: this project's windowed prompt, no demonstrations, no stage 1", "plain", [("plain", None, {})]),
+    "utterance": ("LoRA on the utterance alone, no context or instruction (the paper's plain baseline)",
+                  "utterance", [("plain", None, {})]),
+    "plain": ("LoRA on ERC alone: the window prompt, no demonstrations, no speaker stage", "plain",
+              [("plain", None, {})]),
     "full": ("demonstrations + speaker stage + joint stage", "demo",
              [("speaker", None, {}), ("joint", "speaker", {})]),
     "no-demos": ("full recipe without demonstrations", "plain",
@@ -44,9 +58,10 @@ ROWS = {
     "no-predict": ("full recipe with beta = 0 (no emotion prediction)", "demo",
                    [("speaker", None, {}), ("joint", "speaker", {"beta": "0"})]),
 }
+BASELINES = ("majority", "tfidf", "knn", "knn3")
 
 
-def run(cmd: list[str], log: Path) -> float:
+def run(cmd: list, log: Path) -> float:
     """Run one CLI step, appending its output to `log`; return its wall time."""
     print("$", " ".join(map(str, cmd)), flush=True)
     t = time.time()
@@ -62,54 +77,45 @@ def run(cmd: list[str], log: Path) -> float:
 def prepare(args, kind: str, log: Path) -> Path:
     out = args.work / f"data_{kind}"
     if not (out / "manifest.json").exists():
-        cmd = CLI + ["prepare", "--dataset", args.dataset, "--raw-dir", args.raw_dir, "--out", out,
-                     "--data-percent", str(args.fraction), "--seed", str(args.seed)]
-        if kind == "demo":
-            cmd += ["--demonstrations", "3"]
-        run(cmd, log)
+        run(CLI + ["prepare", "--dataset", args.dataset, "--raw-dir", args.raw_dir, "--out", out,
+                   "--data-percent", str(args.fraction), "--seed", str(args.seed)] + DATA[kind], log)
     return out
 
 
-def baseline(row: str, data: Path) -> dict:
-    test = load_records(data / "test.jsonl", tasks=("erc",))
-    preds, _ = baselines.predictions(row, data, test)
-    m = classification_metrics([p.gold for p in preds], [p.pred for p in preds], list(test[0].labels))
-    return {"weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}
-
-
-def model_row(args, row: str, data: Path, stages, log: Path) -> tuple[dict, float]:
+def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float:
     seconds = 0.0
     runs: dict[str, Path] = {}
-    for stage, init, sets in stages:
-        out = args.work / row / stage
+    sets = dict(s.split("=", 1) for s in args.set)
+    if args.train_seed is not None:
+        sets["seed"] = str(args.train_seed)
+    for stage, init, stage_sets in stages:
+        out = args.work / name / stage
         cmd = CLI + ["train", "--stage", stage, "--data", data, "--model", args.model, "--out", out,
                      "--config", args.config]
-        for key, value in {**dict(s.split("=", 1) for s in args.set), **sets}.items():
+        for key, value in {**sets, **stage_sets}.items():
             cmd += ["--set", f"{key}={value}"]
         if init:
-            cmd += ["--init-adapter", runs[init]]
+            cmd += ["--init-adapter", runs[init] / "best"]
         if (out / "summary.json").exists():
-            print(f"[{row}] stage {stage} already trained: {out}")
+            print(f"[{name}] stage {stage} already trained: {out}")
             seconds += json.loads((out / "summary.json").read_text())["seconds"]
         else:
             seconds += run(cmd + (["--resume"] if (out / "checkpoints").exists() else []), log)
         runs[stage] = out
-    out = args.work / row / "eval"
-    cmd = CLI + ["eval", "--data", data, "--split", "test", "--model", args.model, "--out", out,
-                 "--dtype", args.eval_dtype]
+    cmd = CLI + ["eval", "--data", data, "--split", "test", "--model", args.model, "--out",
+                 args.work / name / "eval", "--dtype", args.eval_dtype]
     if runs:
         cmd += ["--adapter", list(runs.values())[-1] / "best"]
-    seconds += run(cmd, log)
-    m = json.loads((out / "metrics.json").read_text())
-    return {"weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}, seconds
+    return seconds + run(cmd, log)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="meld")
     p.add_argument("--raw-dir", default=str(REPO.parent / "shared" / "datasets"))
-    p.add_argument("--fraction", type=float, default=0.0625)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fraction", type=float, default=0.0625, help="of the training split (1: all of it)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the training sample")
+    p.add_argument("--train-seed", type=int, help="training seed of the model rows (default: the config's)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--config", default=None, help="default: configs/DATASET.yaml")
     p.add_argument("--set", action="append", default=[], help="config override for every training run")
@@ -124,24 +130,28 @@ def main() -> None:
     path = args.work / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for row in args.rows:
-        if row in results:
+        what, kind, how = ROWS[row]
+        name = row if row in BASELINES or args.train_seed is None else f"{row}@seed{args.train_seed}"
+        if name in results:
             continue
-        what, kind, stages = ROWS[row]
         t = time.time()
         data = prepare(args, kind, log)
-        if row in ("majority", "knn"):
-            metrics, seconds = baseline(row, data), time.time() - t
+        if row in BASELINES:
+            run(CLI + ["baseline", "--data", data, "--out", args.work / name / "eval"] + how, log)
+            seconds = time.time() - t
         else:
-            metrics, seconds = model_row(args, row, data, stages, log)
-        results[row] = {"what": what, **metrics, "seconds": round(seconds, 1),
-                        "fraction": args.fraction, "seed": args.seed, "model": args.model,
-                        "overrides": args.set, "eval_dtype": args.eval_dtype}
+            seconds = model_row(args, name, row, data, how, log)
+        m = json.loads((args.work / name / "eval" / "metrics.json").read_text())
+        results[name] = {"what": what, "weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"],
+                         "macro_f1": m["macro_f1"], "seconds": round(seconds, 1), "fraction": args.fraction,
+                         "seed": args.seed, "train_seed": args.train_seed, "model": args.model,
+                         "config": args.config, "overrides": args.set, "eval_dtype": args.eval_dtype}
         write_json(path, results)
-        print(f"[{row}] weighted-F1 {100 * metrics['weighted_f1']:.2f}  acc {100 * metrics['accuracy']:.2f}"
+        print(f"[{name}] weighted-F1 {100 * m['weighted_f1']:.2f}  acc {100 * m['accuracy']:.2f}"
               f"  ({seconds / 60:.1f} min)", flush=True)
     print("\n| row | what | test weighted-F1 | accuracy | wall time |\n|---|---|---:|---:|---:|")
-    for row, r in results.items():
-        print(f"| {row} | {r['what']} | {100 * r['weighted_f1']:.2f} | {100 * r['accuracy']:.2f} "
+    for name, r in results.items():
+        print(f"| {name} | {r['what']} | {100 * r['weighted_f1']:.2f} | {100 * r['accuracy']:.2f} "
               f"| {r['seconds'] / 60:.1f} min |")
 
 

@@ -1,0 +1,98 @@
+"""Where the errors are (issue 13): per-class F1 beside reference rows, the largest confusions, and a
+seeded sample of wrong test answers with their prompts, as one markdown file.
+
+    python bench/error_analysis.py --data DATA --eval RUNS/meld/full/eval \
+        --compare tfidf=RUNS/meld/tfidf/eval --compare knn=RUNS/meld/knn/eval \
+        --n 20 --out bench/results/errors_meld_full.md
+
+DATA is the prepared folder the row was evaluated on (its test.jsonl holds the prompts); each
+--compare is another eval/baseline output folder of the same test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from instructerc.fileio import write_text  # noqa: E402
+from instructerc.records import load_records  # noqa: E402
+
+
+def read_eval(folder: Path) -> tuple[dict, list[dict]]:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
+    return metrics, preds
+
+
+def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
+    names = ["this row"] + list(compare)
+    lines = ["| label | support | " + " | ".join(f"F1 {n}" for n in names) + " | precision | recall |",
+             "|---|---:|" + "---:|" * (len(names) + 2)]
+    for label, m in metrics["per_class"].items():
+        f1s = [m["f1"]] + [c["per_class"].get(label, {}).get("f1", float("nan")) for c in compare.values()]
+        lines.append(f"| {label} | {m['support']} | " + " | ".join(f"{100 * f:.1f}" for f in f1s)
+                     + f" | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} |")
+    heads = [metrics] + list(compare.values())
+    lines.append("| **weighted-F1** | | " + " | ".join(f"**{100 * h['weighted_f1']:.2f}**" for h in heads) + " | | |")
+    lines.append("| macro-F1 | | " + " | ".join(f"{100 * h['macro_f1']:.2f}" for h in heads) + " | | |")
+    return lines
+
+
+def top_confusions(metrics: dict, n: int = 6) -> list[str]:
+    labels, cm = metrics["labels"], metrics["confusion"]
+    cells = sorted(((cm[i][j], labels[i], labels[j]) for i in range(len(labels)) for j in range(len(labels))
+                    if i != j and cm[i][j]), reverse=True)[:n]
+    total = sum(map(sum, cm)) - sum(cm[i][i] for i in range(len(labels)))
+    return [f"- gold **{g}** answered **{p}**: {c} ({100 * c / total:.1f}% of all errors)" for c, g, p in cells]
+
+
+def wrong_examples(data: Path, preds: list[dict], n: int, seed: int) -> list[str]:
+    records = {r.id: r for r in load_records(data / "test.jsonl", tasks=("erc",))}
+    wrong = [p for p in preds if p["pred"] != p["gold"]]
+    missing = [p["id"] for p in wrong if p["id"] not in records]
+    if missing:
+        sys.exit(f"{data / 'test.jsonl'}: no record {missing[0]!r} of the predictions: not the data of this eval")
+    lines = []
+    for k, p in enumerate(sorted(random.Random(seed).sample(wrong, min(n, len(wrong))), key=lambda p: p["id"]), 1):
+        r = records[p["id"]]
+        lines += [f"{k}. `{r.id}` {r.speaker}: \"{r.utterance}\" -- gold **{p['gold']}**, answered **{p['pred']}**",
+                  "", "   <details><summary>prompt</summary>", "", "   ```text"]
+        lines += ["   " + line for line in r.prompt.splitlines()]
+        lines += ["   ```", "", "   </details>", ""]
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path, help="prepared data of the evaluated row")
+    ap.add_argument("--eval", required=True, type=Path, help="the row's eval output folder")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                    help="another eval/baseline output of the same test split, for the per-class table")
+    ap.add_argument("--n", type=int, default=20, help="wrong answers shown")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sample of wrong answers")
+    ap.add_argument("--title", default="")
+    ap.add_argument("--out", required=True, type=Path, help="markdown file")
+    args = ap.parse_args()
+
+    metrics, preds = read_eval(args.eval)
+    compare = {name: read_eval(Path(folder))[0] for name, _, folder in (c.partition("=") for c in args.compare)}
+    n_wrong = sum(p["pred"] != p["gold"] for p in preds)
+    lines = [f"# {args.title or args.eval}", "",
+             f"{len(preds)} test utterances, {n_wrong} wrong; confusion matrix: `{args.eval / 'confusion.png'}`.", "",
+             "## Per-class F1", ""] + per_class_table(metrics, compare)
+    lines += ["", "## Largest confusions", ""] + top_confusions(metrics)
+    lines += ["", f"## {min(args.n, n_wrong)} wrong answers (seeded sample, seed {args.seed})", ""]
+    lines += wrong_examples(args.data, preds, args.n, args.seed)
+    write_text(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}: {n_wrong} of {len(preds)} wrong, {min(args.n, n_wrong)} shown")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The results study's reports: bench/error_analysis.py (per-class F1, confusions, wrong answers with
+their prompts) and bench/scaling_plot.py (seeds averaged per fraction)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from instructerc.cli import main
+from instructerc.records import save_records
+from train_fixtures import LABELS, record
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_error_analysis_lists_wrong_answers_with_prompts(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    save_records(data / "train.jsonl", [replace(record("erc", i, t, LABELS), utterance=f"words {i}")
+                                        for i, t in enumerate(["sad", "sad", "joyful"])])
+    golds = ["sad", "angry", "fear", "sad", "angry"]
+    test = [replace(record("erc", i, g, LABELS, "test"), id=f"meld/t{i}/0/erc", utterance=f"line {i}")
+            for i, g in enumerate(golds)]
+    save_records(data / "test.jsonl", test)
+    save_records(data / "dev.jsonl", [replace(r, split="dev") for r in test])
+    for kind in ("majority", "tfidf"):
+        assert main(["baseline", "--data", str(data), "--kind", kind, "--out", str(tmp_path / kind)]) == 0
+
+    out = tmp_path / "errors.md"
+    done = bench("error_analysis.py", "--data", data, "--eval", tmp_path / "majority",
+                 "--compare", f"tfidf={tmp_path / 'tfidf'}", "--n", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "| sad | 2 | 57.1 |" in text and "F1 tfidf" in text  # majority answers sad: precision 2/5, recall 1
+    assert "- gold **angry** answered **sad**: 2 (66.7% of all errors)" in text
+    shown = [line for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert len(shown) == 2 and all("answered **sad**" in line for line in shown)
+    assert text.count("Please select the emotional label") == 2  # each shown with its prompt
+
+    other = tmp_path / "other"
+    other.mkdir()
+    save_records(other / "test.jsonl", test[:1])
+    done = bench("error_analysis.py", "--data", other, "--eval", tmp_path / "majority", "--out", tmp_path / "x.md")
+    assert done.returncode != 0 and "not the data of this eval" in done.stderr and not (tmp_path / "x.md").exists()
+
+
+def test_scaling_plot_averages_seeds(tmp_path):
+    rows = {"full": {"fraction": 0.0625, "weighted_f1": 0.40}, "full@seed43": {"fraction": 0.0625, "weighted_f1": 0.42},
+            "knn": {"fraction": 0.0625, "weighted_f1": 0.5}}
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "b.json").write_text(json.dumps({"full": {"fraction": 1.0, "weighted_f1": 0.6}}))
+    done = bench("scaling_plot.py", tmp_path / "a.json", tmp_path / "b.json", "--rows", "full", "knn",
+                 "--out", tmp_path / "s.png")
+    assert done.returncode == 0, done.stderr
+    assert "full       0.0625: 41.00 (n=2)  1: 60.00 (n=1)" in done.stdout
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
+    from erc_fixtures import write_root
+
+    root = write_root(tmp_path / "raw")
+    args = ["--dataset", "meld", "--raw-dir", root, "--fraction", "1", "--model", tiny_model_dir,
+            "--work", tmp_path / "study", "--train-seed", "7", "--rows", "majority", "tfidf", "utterance",
+            "--set", "epochs.plain=1", "--set", "batch_size=2", "--set", "eval.max_records=2"]
+    done = bench("fraction_study.py", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert list(results) == ["majority", "tfidf", "utterance@seed7"]  # baselines are not trained: no seed
+    assert results["utterance@seed7"]["train_seed"] == 7
+    run = tmp_path / "study" / "utterance@seed7"
+    assert json.loads((run / "eval" / "metrics.json").read_text())["weighted_f1"] == results["utterance@seed7"]["weighted_f1"]
+    assert "seed: 7" in (run / "plain" / "config.yaml").read_text()
+    assert "--template utterance" in (tmp_path / "study" / "study.log").read_text()
+    again = bench("fraction_study.py", *args)
+    assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
