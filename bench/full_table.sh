@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 13's results table, every row in order of value, resumable: run it again after any stop and
+# it skips finished rows (bench/fraction_study.py) and continues an interrupted stage with --resume.
+#
+#   WORK=/path/outside/the/repo bash bench/full_table.sh            # all phases
+#   WORK=... PHASES="cheap main" bash bench/full_table.sh           # some of them
+#
+# cheap:    majority, TF-IDF, kNN (k on dev), zero-shot and the utterance prompt, full training data, 3 datasets
+# main:     the window prompt and the full recipe, full training data, 3 datasets, seed 42
+# ablation: MELD without demonstrations / speaker stage / emotion prediction
+# seeds:    a second training seed (43) of the window prompt and the full recipe
+# scaling:  MELD 1/64, 1/16 and 1/4 of the training data: kNN, window prompt, full recipe
+#
+# CONFIGS holds DATASET.yaml (default configs/); RAW the datasets (default ../shared/datasets).
+# Each study prints its markdown table (WORK/DATASET_FRACTION/results.json); at the end the error
+# analyses of the full-recipe rows and the MELD scaling plot are drawn into WORK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:?set WORK to a folder outside the repository}
+RAW=${RAW:-../shared/datasets}
+CONFIGS=${CONFIGS:-configs}
+MODEL=${MODEL:-smollm2-135m}
+PHASES=${PHASES:-"cheap main ablation seeds scaling"}
+PY=${PY:-python}
+
+study() {  # DATASET FRACTION [fraction_study args...]
+  local ds=$1 frac=$2
+  shift 2
+  "$PY" bench/fraction_study.py --dataset "$ds" --raw-dir "$RAW" --fraction "$frac" --model "$MODEL" \
+    --config "$CONFIGS/$ds.yaml" --work "$WORK/${ds}_$frac" "$@"
+}
+
+for phase in $PHASES; do
+  echo "==> phase $phase"
+  case $phase in
+    cheap)    for ds in meld iemocap emorynlp; do study "$ds" 1 --rows majority tfidf knn zero-shot utterance; done ;;
+    main)     for ds in meld iemocap emorynlp; do study "$ds" 1 --rows plain full; done ;;
+    ablation) study meld 1 --rows no-demos no-speaker no-predict ;;
+    seeds)    for ds in meld iemocap emorynlp; do study "$ds" 1 --rows plain full --train-seed 43; done ;;
+    scaling)  for frac in 0.015625 0.0625 0.25; do study meld "$frac" --rows knn plain full; done ;;
+    *)        echo "unknown phase $phase (cheap main ablation seeds scaling)" >&2; exit 2 ;;
+  esac
+done
+
+echo "==> reports"
+shopt -s nullglob
+for ds in meld iemocap emorynlp; do
+  [ -f "$WORK/${ds}_1/results.json" ] || continue
+  [ -f "$WORK/${ds}_1/full/eval/metrics.json" ] || continue
+  compare=()
+  for row in tfidf knn; do
+    [ -f "$WORK/${ds}_1/$row/eval/metrics.json" ] && compare+=(--compare "$row=$WORK/${ds}_1/$row/eval")
+  done
+  "$PY" bench/error_analysis.py --data "$WORK/${ds}_1/data_demo" --eval "$WORK/${ds}_1/full/eval" "${compare[@]}" \
+    --title "$ds, full recipe: where the errors are" --out "$WORK/errors_$ds.md"
+done
+results=("$WORK"/meld_*/results.json)
+[ ${#results[@]} -gt 0 ] && "$PY" bench/scaling_plot.py "${results[@]}" --out "$WORK/meld_scaling.png"
+exit 0
