@@ -20,14 +20,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from instructerc.fileio import write_text  # noqa: E402
+from instructerc.errors import UserError  # noqa: E402
+from instructerc.fileio import read_jsonl, read_text, write_text  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 
 
-def read_eval(folder: Path) -> tuple[dict, list[dict]]:
-    metrics = json.loads((folder / "metrics.json").read_text())
-    preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
-    return metrics, preds
+def read_metrics(folder: Path) -> dict:
+    """metrics.json of an `instructerc eval` / `baseline` output folder."""
+    try:
+        return json.loads(read_text(folder / "metrics.json"))
+    except ValueError:
+        raise UserError("not valid JSON", path=folder / "metrics.json") from None
 
 
 def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
@@ -57,7 +60,7 @@ def wrong_examples(data: Path, preds: list[dict], n: int, seed: int) -> list[str
     wrong = [p for p in preds if p["pred"] != p["gold"]]
     missing = [p["id"] for p in wrong if p["id"] not in records]
     if missing:
-        sys.exit(f"{data / 'test.jsonl'}: no record {missing[0]!r} of the predictions: not the data of this eval")
+        raise UserError(f"no record {missing[0]!r} of the predictions: not the data of this eval", path=data / "test.jsonl")
     lines = []
     for k, p in enumerate(sorted(random.Random(seed).sample(wrong, min(n, len(wrong))), key=lambda p: p["id"]), 1):
         r = records[p["id"]]
@@ -69,6 +72,14 @@ def wrong_examples(data: Path, preds: list[dict], n: int, seed: int) -> list[str
 
 
 def main() -> int:
+    try:
+        return report()
+    except UserError as e:
+        print(f"error_analysis: error: {e}", file=sys.stderr)
+        return 2
+
+
+def report() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path, help="prepared data of the evaluated row")
     ap.add_argument("--eval", required=True, type=Path, help="the row's eval output folder")
@@ -80,8 +91,8 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path, help="markdown file")
     args = ap.parse_args()
 
-    metrics, preds = read_eval(args.eval)
-    compare = {name: read_eval(Path(folder))[0] for name, _, folder in (c.partition("=") for c in args.compare)}
+    metrics, preds = read_metrics(args.eval), read_jsonl(args.eval / "predictions.jsonl")
+    compare = {name: read_metrics(Path(folder)) for name, _, folder in (c.partition("=") for c in args.compare)}
     n_wrong = sum(p["pred"] != p["gold"] for p in preds)
     lines = [f"# {args.title or args.eval}", "",
              f"{len(preds)} test utterances, {n_wrong} wrong; confusion matrix: `{args.eval / 'confusion.png'}`.", "",

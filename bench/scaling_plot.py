@@ -16,7 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from instructerc.fileio import atomic_path  # noqa: E402
+from instructerc.errors import UserError  # noqa: E402
+from instructerc.curves import save_png  # noqa: E402
+from instructerc.fileio import read_text  # noqa: E402
 
 # InstructERC with LLaMA2-7B on MELD, single-dataset training: Table 5 (1/64, 1/16, 1/4) and the main
 # table (all data) of Lei et al. 2023.
@@ -27,10 +29,14 @@ def collect(paths: list[Path], rows: list[str]) -> dict[str, dict[float, list[fl
     """row -> fraction -> weighted-F1 of each seed (ROW and ROW@seedN are seeds of one row)."""
     points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in paths:
-        for name, r in json.loads(path.read_text()).items():
-            row = name.partition("@")[0]
-            if row in rows:
-                points[row][float(r["fraction"])].append(100 * r["weighted_f1"])
+        try:
+            results = json.loads(read_text(path))
+            for name, r in results.items():
+                row = name.partition("@")[0]
+                if row in rows:
+                    points[row][float(r["fraction"])].append(100 * r["weighted_f1"])
+        except (ValueError, AttributeError, TypeError, KeyError) as e:
+            raise UserError(f"not a fraction_study results.json ({type(e).__name__}: {e})", path=path) from None
     return points
 
 
@@ -46,7 +52,11 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = collect(args.results, args.rows)
+    try:
+        points = collect(args.results, args.rows)
+    except UserError as e:
+        print(f"scaling_plot: error: {e}", file=sys.stderr)
+        return 2
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for row in args.rows:
         if not points.get(row):
@@ -68,9 +78,7 @@ def main() -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(args.out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -65,7 +65,7 @@ def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> Non
     dist.barrier()
     if rank == 0:
         write_json(root / tag / "trainer_state.json", state)
-        write_json(root / "latest.json", {"tag": tag, "files": file_digests(root / tag)})
+        write_json(root / "latest.json", {"tag": tag, "files": file_records(root / tag)})
         done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step") and p.name != tag)
         for old in done[: max(0, len(done) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
@@ -89,10 +89,6 @@ def load_checkpoint(engine, run: Path, rank: int) -> dict | None:
         raise UserError("checkpoint could not be loaded", path=root / tag)
     set_rng_state(json.loads((root / tag / f"rng_rank{rank}.json").read_text()))
     return json.loads((root / tag / "trainer_state.json").read_text())
-
-
-def file_digests(folder: Path) -> dict[str, dict]:
-    return file_records(folder)
 
 
 def verify_files(folder: Path, expected: dict[str, dict]) -> None:

@@ -87,6 +87,13 @@ def draw(runs: list[RunCurves], out: str | Path) -> None:
             ax.legend(fontsize=8)
     loss_ax.set_title(", ".join(r.name for r in runs))
     fig.tight_layout()
+    save_png(fig, out)
+
+
+def save_png(fig, out: Path) -> None:
+    """A matplotlib figure written atomically as PNG, then closed."""
+    import matplotlib.pyplot as plt
+
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -366,7 +366,7 @@ class _RunsCode:
 def test_a_damaged_or_hostile_checkpoint_is_refused_by_name(tmp_path, data_dir, tiny_model_dir, damage):
     """--resume checks the files against the sizes and sha256 latest.json recorded, and loads every .pt
     weights-only before DeepSpeed unpickles it: a pickle that runs code is refused, and never runs."""
-    from instructerc.checkpoints import file_digests
+    from instructerc.fileio import file_records
 
     assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"]) == {}
     root = tmp_path / "cut" / "checkpoints"
@@ -385,7 +385,7 @@ def test_a_damaged_or_hostile_checkpoint_is_refused_by_name(tmp_path, data_dir, 
         victim.write_bytes(bytes(data))
     else:  # someone who can write the folder rewrites latest.json too: the digests match, the content does not pass
         torch.save({"optimizer_state_dict": _RunsCode(marker)}, victim)
-        (root / "latest.json").write_text(json.dumps({"tag": latest["tag"], "files": file_digests(folder)}))
+        (root / "latest.json").write_text(json.dumps({"tag": latest["tag"], "files": file_records(folder)}))
     message = {"missing": "missing", "truncated": "bytes", "flipped": "sha256 differs", "hostile pickle": "refused"}
     with pytest.raises(UserError, match=message[damage]) as e:
         run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"], resume=True)
