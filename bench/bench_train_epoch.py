@@ -3,10 +3,13 @@
 Every variant is the CLI as a user runs it (`instructerc train`, or the deepspeed launcher for
 2 ranks) on the same prepared data, from the same stage-1 adapter, with the same settings:
 
-    a  packing none       1 process x all threads (the trainer before dialogue packing)
-    b  packing dialogue   1 process x all threads
-    c  packing dialogue + precision bf16, 1 process
-    d  packing dialogue   2 ranks x 1 thread (deepspeed --num_gpus 2)
+    a  packing none, fp32       1 process x all threads (the trainer before this work)
+    b  packing dialogue, fp32   1 process x all threads
+    c  packing dialogue, bf16   1 process x all threads
+    d  packing dialogue, bf16   2 ranks x 1 thread (deepspeed --num_gpus 2)
+
+Each variant names its precision, so `precision: auto` (bf16 on a CPU with AMX or AVX512-BF16)
+never changes what a letter means from one machine to the next.
 
 The --full variant trains the whole epoch (and, with --eval, its best adapter is scored on the
 full test split); the others are timed over the epoch's first --steps optimizer steps. b, c and
@@ -38,10 +41,10 @@ from instructerc.fileio import write_json  # noqa: E402
 from instructerc.train import free_port  # noqa: E402
 
 VARIANTS = {
-    "a": ("packing none, 1 process", 1, ["packing=none"]),
-    "b": ("packing dialogue, 1 process", 1, ["packing=dialogue"]),
-    "c": ("packing dialogue + bf16, 1 process", 1, ["packing=dialogue", "precision=bf16"]),
-    "d": ("packing dialogue, 2 ranks x 1 thread", 2, ["packing=dialogue"]),
+    "a": ("packing none, fp32, 1 process", 1, ["packing=none", "precision=fp32"]),
+    "b": ("packing dialogue, fp32, 1 process", 1, ["packing=dialogue", "precision=fp32"]),
+    "c": ("packing dialogue, bf16, 1 process", 1, ["packing=dialogue", "precision=bf16"]),
+    "d": ("packing dialogue, bf16, 2 ranks x 1 thread", 2, ["packing=dialogue", "precision=bf16"]),
 }
 
 
@@ -125,15 +128,15 @@ def main() -> None:
 
     v, full = result["variants"], result["variants"].get(args.full)
     if full:
-        first = step_rows(args.work / f"joint_{args.full}")[:args.steps]
-        same_steps = sum(r["seconds"] for r in first)
+        full_rows = step_rows(args.work / f"joint_{args.full}")
         epoch_tokens = full["tokens"]
         for name, row in v.items():
             if name == args.full:
                 row["epoch_step_seconds"] = full["step_seconds"]
             elif name == "a":  # other examples: per token
                 row["epoch_step_seconds"] = row["step_seconds"] / row["tokens"] * epoch_tokens
-            else:  # the same examples as the full variant's first steps
+            else:  # the same examples as the full variant's first steps (each row may time its own count)
+                same_steps = sum(r["seconds"] for r in full_rows[:row["steps"]])
                 row["over_full_same_steps"] = row["step_seconds"] / same_steps
                 row["epoch_step_seconds"] = full["step_seconds"] * row["over_full_same_steps"]
         result["epoch_step_seconds_over_full"] = {n: r["epoch_step_seconds"] / full["step_seconds"] for n, r in v.items()}
