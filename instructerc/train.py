@@ -166,6 +166,7 @@ def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None, bf16: boo
     from peft import LoraConfig, get_peft_model
 
     from instructerc import models
+    from instructerc.dropout import use_bits_dropout
 
     if cfg["finetune"] == "full":  # every weight trains, in fp32 (autocast computes in bf16 where asked)
         model = models.load_model(init_adapter or model_dir, dtype=torch.float32)
@@ -180,12 +181,15 @@ def build_model(cfg: dict, model_dir: Path, init_adapter: Path | None, bf16: boo
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     if init_adapter is not None:
-        return models.load_adapter(model, init_adapter, trainable=True)
-    lora = cfg["lora"]
-    return get_peft_model(model, LoraConfig(
-        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
-    ))
+        model = models.load_adapter(model, init_adapter, trainable=True)
+    else:
+        lora = cfg["lora"]
+        model = get_peft_model(model, LoraConfig(
+            r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
+        ))
+    use_bits_dropout(model)  # torch's CPU dropout cost more than the matmuls it sits beside
+    return model
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -280,10 +284,16 @@ class Run:
 
     def autocast(self):
         import torch
+        from peft.helpers import disable_input_dtype_casting
 
         if not self.bf16:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.engine.device.type, dtype=torch.bfloat16)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device_type=self.engine.device.type, dtype=torch.bfloat16))
+        # PEFT would cast each LoRA input to the fp32 of the adapter's weights (and autocast back to
+        # bf16 for the matmul): a copy, and its dropout, at twice the bytes, for the same numbers
+        stack.enter_context(disable_input_dtype_casting(self.engine.module))
+        return stack
 
 
 # --- the recipe ------------------------------------------------------------------------------
