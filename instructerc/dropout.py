@@ -36,10 +36,12 @@ class BitsDropout(torch.nn.Module):
 
 
 def use_bits_dropout(model) -> int:
-    """Replace the dropout of every LoRA layer of `model` (on a CPU) by BitsDropout; returns how many."""
+    """Replace the dropout of every LoRA layer of `model` by BitsDropout where training runs on the
+    CPU; returns how many. (The model is still on the CPU when this runs: where a GPU exists, the
+    trainer moves it there, and torch's dropout stays.)"""
     from peft.tuners.lora import LoraLayer
 
-    if next(model.parameters()).device.type != "cpu":
+    if torch.cuda.is_available():
         return 0
     replaced = 0
     for module in model.modules():
