@@ -18,8 +18,10 @@ cut into packs differs), so their step times compare directly; a shuffles single
 is compared per record token, and its epoch time is its time per token x the epoch's tokens.
 
     .venv/bin/python bench/bench_train_epoch.py --data runs/meld_1_16/data_demo --work runs/bench_epoch \
-        --speaker-adapter runs/meld_1_16/full/speaker --set batch_size=16 --set eval.max_records=200 \
-        --full b --variants b d a --steps 14 --eval --json bench/results/bench_train_epoch_meld_1_16.json
+        --set batch_size=16 --set eval.max_records=200 \
+        --full c --variants c b --steps 50 --eval --json bench/results/bench_train_epoch_meld_1_16_bf16.json
+
+(then `--variants d a --steps 14` with the same --work and --json: each row keeps its own step count).
 """
 
 from __future__ import annotations
