@@ -33,7 +33,9 @@ def score(args, dtype: str) -> tuple[dict, list[dict]]:
         cmd = [sys.executable, "-m", "instructerc", "eval", "--data", args.data, "--split", "test", "--model",
                args.model, "--adapter", args.adapter, "--dtype", dtype, "--limit", str(args.limit), "--out", out]
         print("$", " ".join(map(str, cmd)), flush=True)
-        subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
+        rc = subprocess.call([str(c) for c in cmd], cwd=REPO)
+        if rc != 0:
+            sys.exit(f"bench_precision: instructerc eval failed (exit {rc}); its message is above")
     return json.loads((out / "metrics.json").read_text()), list(read_jsonl(out / "predictions.jsonl"))
 
 
