@@ -122,6 +122,8 @@ def main() -> None:
                    help="bench_train_epoch.py output (repeatable): its epochs against the floor")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    if not (args.data / "train.jsonl").is_file():
+        p.error(f"{args.data / 'train.jsonl'}: not found (--data is an `instructerc prepare --out` folder)")
     torch.set_num_threads(1)
     model_dir = models.resolve_model(args.model)
     cfg = resolve_config(args.config, args.set)

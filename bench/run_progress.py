@@ -31,6 +31,9 @@ def main() -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    for name in ("config.yaml", "metrics.jsonl"):
+        if not (args.run / name).is_file():
+            p.error(f"{args.run / name}: not found (RUN is an `instructerc train --out` folder)")
     cfg = yaml.safe_load((args.run / "config.yaml").read_text(encoding="utf-8"))
     steps = {}
     for line in (args.run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
