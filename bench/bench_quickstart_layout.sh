@@ -11,7 +11,7 @@ JSON=${1:?usage: WORK=DIR bash bench/bench_quickstart_layout.sh OUT.json}
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 rm -rf "$WORK" && mkdir -p "$WORK"
 instructerc prepare --dataset meld --raw-dir data/demo --out "$WORK/data" --demonstrations 3 > "$WORK/prepare.log" 2>&1
-PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(python -c 'from instructerc.train import free_port; print(free_port())')
 for layout in one two; do
   if [ $layout = one ]; then launch=(instructerc); else launch=(deepspeed --master_port "$PORT" --num_gpus 2 instructerc); fi
   for stage in speaker joint; do

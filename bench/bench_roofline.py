@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from transformers import AutoConfig  # noqa: E402
 
+from bench_bf16 import best_of  # noqa: E402  (this folder is first on sys.path)
 from instructerc import batching, models  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 from instructerc.train_config import resolve_config  # noqa: E402
@@ -82,15 +82,9 @@ def matmul_gflops(config, n: int, dtype) -> float:
     for i, o in linear_shapes(config):
         x, w = torch.randn(n, i, dtype=dtype), torch.randn(o, i, dtype=dtype)
         x @ w.T
-        best = min(timed(lambda: [x @ w.T for _ in range(10)]) for _ in range(3)) / 10
+        best = best_of(lambda: [x @ w.T for _ in range(10)]) / 10
         total, seconds = total + 2 * n * i * o, seconds + best
     return total / seconds / 1e9
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def attention_seconds(tries, config, count: int) -> tuple[float, int]:
@@ -105,7 +99,7 @@ def attention_seconds(tries, config, count: int) -> tuple[float, int]:
         v = torch.randn(1, kv, n, d, dtype=torch.bfloat16, requires_grad=True)
         run = lambda: tree_attention_forward(None, q, k, v, None, tree_layout=layout)[0].float().sum().backward()  # noqa: E731
         run()
-        seconds += min(timed(run) for _ in range(2))
+        seconds += best_of(run, repeat=2)
         pairs += sum(x + 1 for x in trie.depth)
     return seconds, pairs
 
