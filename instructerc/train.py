@@ -228,6 +228,8 @@ class Progress:
     best: dict | None = None  # the best dev epoch so far: {epoch, step, dev_weighted_f1, ...}
     tokens: int = 0  # prompt + answer tokens of the examples trained on
     computed: int = 0  # token positions the model ran: trie nodes (packs) or padded cells (micro-batches)
+    step_seconds: float = 0.0  # wall time of the optimizer steps, every segment of a resumed run together
+    seconds: float = 0.0  # wall time of the loop (steps, dev scoring, checkpoints) up to the last checkpoint
 
 
 @dataclass
@@ -308,18 +310,25 @@ def train(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, init
                  init_adapter=init_adapter, resume=resume, local_rank=local_rank)
     progress = resume_from_checkpoint(run) if resume else Progress()
     started, before = time.perf_counter(), Progress(**asdict(progress))
+
+    def elapsed() -> float:  # the whole run's loop time: segments before a --resume count too
+        return before.seconds + time.perf_counter() - started
+
     bar = tqdm(total=run.epochs * run.steps_per_epoch, initial=progress.global_step, desc=f"train {stage}",
                disable=run.rank != 0, dynamic_ncols=True)
     run.engine.train()
     signals = StopSignals()
     try:
-        summary = train_loop(run, progress, bar, signals)
+        summary = train_loop(run, progress, bar, signals, elapsed)
     finally:
         signals.restore()
-    return summary if summary is not None else finish(run, progress, before, time.perf_counter() - started)
+    if summary is not None:
+        return summary
+    seconds = elapsed()
+    return finish(run, progress, seconds, seconds - before.seconds)
 
 
-def train_loop(run: Run, progress: Progress, bar, signals: "StopSignals") -> dict | None:
+def train_loop(run: Run, progress: Progress, bar, signals: "StopSignals", elapsed) -> dict | None:
     """The epochs and their steps; {} when `stop_after` ended the run early, None when it ran to the end."""
     from instructerc import batching
 
@@ -329,13 +338,15 @@ def train_loop(run: Run, progress: Progress, bar, signals: "StopSignals") -> dic
         for step_in_epoch in range(progress.step_in_epoch, len(plan)):
             t0 = time.perf_counter()
             stats = train_step(run, plan[step_in_epoch])
+            seconds = time.perf_counter() - t0
             progress.step_in_epoch, progress.global_step = step_in_epoch + 1, progress.global_step + 1
             progress.tokens += stats.tokens
             progress.computed += stats.computed
-            log_step(run, progress, stats, epoch, time.perf_counter() - t0, bar)
+            progress.step_seconds += seconds
+            log_step(run, progress, stats, epoch, seconds, bar)
             signum = signals.agreed()
             if signum:  # a scheduler's SIGTERM or a Ctrl-C: keep the finished steps, then stop
-                save_checkpoint(run.engine, run.out, asdict(progress), run.rank, cfg["keep_checkpoints"])
+                checkpoint(run, progress, elapsed)
                 bar.close()
                 message = (f"stopped by {signal.Signals(signum).name} after step {progress.global_step}, checkpoint "
                            f"saved; continue with the same command and --resume")
@@ -344,10 +355,10 @@ def train_loop(run: Run, progress: Progress, bar, signals: "StopSignals") -> dic
             last_of_epoch = step_in_epoch + 1 == len(plan)
             stopping = progress.global_step == cfg["stop_after"] and not last_of_epoch
             if not last_of_epoch and (stopping or cfg["checkpoint_every"] and progress.global_step % cfg["checkpoint_every"] == 0):
-                save_checkpoint(run.engine, run.out, asdict(progress), run.rank, cfg["keep_checkpoints"])
+                checkpoint(run, progress, elapsed)
             if stopping:
                 return stop_early(run, progress, bar)
-        end_of_epoch(run, progress, epoch)
+        end_of_epoch(run, progress, epoch, elapsed)
         if progress.global_step == cfg["stop_after"] and epoch + 1 < run.epochs:
             return stop_early(run, progress, bar)
     bar.close()
@@ -513,7 +524,12 @@ def log_step(run: Run, progress: Progress, stats: StepStats, epoch: int, seconds
                          "seconds": seconds, "tokens_per_s": stats.tokens / seconds})
 
 
-def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
+def checkpoint(run: Run, progress: Progress, elapsed) -> None:
+    progress.seconds = elapsed()
+    save_checkpoint(run.engine, run.out, asdict(progress), run.rank, run.cfg["keep_checkpoints"])
+
+
+def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
     """The ranks score the dev split together; rank 0 keeps RUN/best if this epoch is the best so
     far; every rank learns the choice; then a checkpoint."""
     import torch.distributed as dist
@@ -536,7 +552,7 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int) -> None:
     shared = [progress.best]
     dist.broadcast_object_list(shared, src=0)
     progress.epoch, progress.step_in_epoch, progress.best = epoch + 1, 0, shared[0]
-    save_checkpoint(run.engine, run.out, asdict(progress), run.rank, run.cfg["keep_checkpoints"])
+    checkpoint(run, progress, elapsed)
 
 
 def peak_memory() -> dict:
@@ -564,9 +580,10 @@ def stop_early(run: Run, progress: Progress, bar) -> dict:
     return {}
 
 
-def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> dict:
+def finish(run: Run, progress: Progress, seconds: float, segment_seconds: float) -> dict:
     """Every rank must hold the same adapter; rank 0 writes RUN/final and RUN/summary.json.
-    Speeds count this process's part of the run (`before`: where it started, after a resume)."""
+    Times and speeds cover the whole run, the segments before a --resume too (their steps are kept;
+    steps redone after a kill count once); `segment_seconds` is this process's part alone."""
     import torch.distributed as dist
 
     digest = adapter_digest(run.engine.module)
@@ -577,9 +594,10 @@ def finish(run: Run, progress: Progress, before: Progress, seconds: float) -> di
     summary = {"stage": run.stage, "steps": progress.global_step, "epochs": run.epochs, "world_size": run.world,
                "packing": run.cfg["packing"], "precision": "bf16" if run.bf16 else "fp32",
                "train_examples": len(run.examples), "tokens": progress.tokens, "computed_tokens": progress.computed,
-               "tokens_per_s": (progress.tokens - before.tokens) / seconds if seconds else 0.0,
-               "computed_tokens_per_s": (progress.computed - before.computed) / seconds if seconds else 0.0,
-               "seconds": seconds, "best": progress.best, "adapter_sha256": digest, **peak_memory()}
+               "tokens_per_s": progress.tokens / progress.step_seconds if progress.step_seconds else 0.0,
+               "computed_tokens_per_s": progress.computed / progress.step_seconds if progress.step_seconds else 0.0,
+               "step_seconds": progress.step_seconds, "seconds": seconds, "segment_seconds": segment_seconds,
+               "best": progress.best, "adapter_sha256": digest, **peak_memory()}
     if run.rank == 0:
         save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest},
                      run.tokenizer)

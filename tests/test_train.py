@@ -285,6 +285,10 @@ def test_resume_after_a_stop_reaches_the_same_adapter(tmp_path, data_dir, tiny_m
     assert not (tmp_path / "cut" / "final").exists()
     resumed = run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=4"], resume=True)
     assert resumed["adapter_sha256"] == full["adapter_sha256"]
+    # times and speeds cover both segments, not only the one after --resume
+    assert resumed["tokens"] == full["tokens"] and resumed["computed_tokens"] == full["computed_tokens"]
+    assert resumed["seconds"] > resumed["segment_seconds"] and full["seconds"] == full["segment_seconds"]
+    assert resumed["tokens_per_s"] == pytest.approx(resumed["tokens"] / resumed["step_seconds"])
     a, b = adapter_tensors(tmp_path / "full" / "final"), adapter_tensors(tmp_path / "cut" / "final")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
