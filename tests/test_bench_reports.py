@@ -1,5 +1,5 @@
 """The results study's reports: bench/error_analysis.py (per-class F1, confusions, wrong answers with
-their prompts) and bench/scaling_plot.py (seeds averaged per fraction)."""
+their prompts), bench/scaling_plot.py (seeds averaged per fraction) and bench/small_sweep.py's table."""
 
 from __future__ import annotations
 
@@ -85,3 +85,29 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     assert "--template utterance" in (tmp_path / "study" / "study.log").read_text()
     again = bench("fraction_study.py", *args)
     assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
+
+
+def test_sweep_report_keeps_unfinished_points_and_trains_nothing(tmp_path):
+    """A point stopped on purpose (diverged) stays in the table with its curve so far, marked unfinished."""
+    def point(name, scores, summary):
+        run = tmp_path / "sweep" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("lr: 1\n")
+        rows = [{"step": 1, "loss": 2.0}] + [{"epoch": e + 1, "dev_weighted_f1": f, "dev_macro_f1": f / 2}
+                                               for e, f in enumerate(scores)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if summary:
+            (run / "summary.json").write_text(json.dumps({"best": {"epoch": 2, "dev_weighted_f1": 0.4}, "seconds": 9.0}))
+
+    point("lr=1e-3", [0.3, 0.4], summary=True)
+    point("lr=1e-2", [0.28, 0.19], summary=False)
+    out = tmp_path / "table.json"
+    done = bench("small_sweep.py", "--data", tmp_path / "no-data", "--model", "none", "--root", tmp_path / "sweep",
+                 "--grid", "lr=1e-3,1e-2,3e-2", "--report", "--out", out)
+    assert done.returncode == 0, done.stderr
+    results = {r["point"]["lr"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"1e-3", "1e-2"}  # 3e-2 was never started
+    assert results["1e-3"]["finished"] and results["1e-3"]["seconds"] == 9.0
+    assert not results["1e-2"]["finished"] and results["1e-2"]["best"]["epoch"] == 1
+    assert [c["dev_weighted_f1"] for c in results["1e-2"]["dev"]] == [0.28, 0.19]
+    assert "(unfinished)" in done.stdout and not (tmp_path / "sweep" / "lr=3e-2").exists()
