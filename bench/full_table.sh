@@ -11,14 +11,15 @@
 # seeds:    a second training seed (43) of the window prompt and the full recipe
 # scaling:  MELD 1/64, 1/16 and 1/4 of the training data: kNN, window prompt, full recipe
 #
-# CONFIGS holds DATASET.yaml (default configs/); RAW the datasets (default ../shared/datasets).
+# CONFIGS holds DATASET.yaml (default configs/small/, the settings for a small model); RAW the datasets
+# (default ../shared/datasets).
 # Each study prints its markdown table (WORK/DATASET_FRACTION/results.json); at the end the error
 # analyses of the full-recipe rows and the MELD scaling plot are drawn into WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:?set WORK to a folder outside the repository}
 RAW=${RAW:-../shared/datasets}
-CONFIGS=${CONFIGS:-configs}
+CONFIGS=${CONFIGS:-configs/small}
 MODEL=${MODEL:-smollm2-135m}
 PHASES=${PHASES:-"cheap main ablation seeds scaling"}
 PY=${PY:-python}
@@ -37,7 +38,11 @@ for phase in $PHASES; do
     main)     for ds in meld iemocap emorynlp; do study "$ds" 1 --rows plain full; done ;;
     ablation) study meld 1 --rows no-demos no-speaker no-predict ;;
     seeds)    for ds in meld iemocap emorynlp; do study "$ds" 1 --rows plain full --train-seed 43; done ;;
-    scaling)  for frac in 0.015625 0.0625 0.25; do study meld "$frac" --rows knn plain full; done ;;
+    # the small configs' 2 epochs are for full data; on a fraction, as many ERC epochs as reach the
+    # ~290 steps where dev peaked at 1/16 (BENCHMARKS "Settings for a small model")
+    scaling)  for fe in 0.015625:28 0.0625:7 0.25:2; do
+                study meld "${fe%%:*}" --rows knn plain full --set "epochs.plain=${fe##*:}" --set "epochs.joint=${fe##*:}"
+              done ;;
     *)        echo "unknown phase $phase (cheap main ablation seeds scaling)" >&2; exit 2 ;;
   esac
 done

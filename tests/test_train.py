@@ -65,6 +65,14 @@ def test_every_shipped_config_is_valid_and_follows_the_paper():
             assert cfg["lr"] == 2e-4
 
 
+def test_small_configs_differ_from_the_recipe_only_in_what_the_sweep_chose():
+    for name in ("meld", "iemocap", "emorynlp"):
+        small, recipe = resolve_config(REPO / "configs" / "small" / f"{name}.yaml"), resolve_config(REPO / "configs" / f"{name}.yaml")
+        assert (small["lr"], small["batch_size"], small["epochs"]) == (3e-3, 16, {"speaker": 1, "joint": 2, "plain": 2})
+        differ = {k for k in DEFAULTS if small[k] != recipe[k]}
+        assert differ == {"lr", "batch_size", "epochs"}, name  # max_length, LoRA shape, beta: the dataset's recipe
+
+
 def test_paper_configs_are_the_released_recipe():
     for name, max_length in (("meld", 1024), ("emorynlp", 1024), ("iemocap", 1200)):
         cfg = resolve_config(REPO / "configs" / "paper" / f"{name}.yaml")
