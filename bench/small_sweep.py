@@ -76,6 +76,8 @@ def main() -> int:
             best = max(curve, key=lambda c: c["dev_weighted_f1"], default=None)
             results.append({"point": point, "run": str(run), "finished": False, "dev": curve, "best": best,
                             "seconds": None})
+    if not results:
+        sys.exit(f"{args.root}: no point of this grid has been trained")
     for r in results:
         curve = "  ".join(f"{c['dev_weighted_f1'] * 100:5.2f}" for c in r["dev"])
         best = f"best epoch {r['best']['epoch']}" if r["best"] else "no epoch scored"

@@ -111,3 +111,6 @@ def test_sweep_report_keeps_unfinished_points_and_trains_nothing(tmp_path):
     assert not results["1e-2"]["finished"] and results["1e-2"]["best"]["epoch"] == 1
     assert [c["dev_weighted_f1"] for c in results["1e-2"]["dev"]] == [0.28, 0.19]
     assert "(unfinished)" in done.stdout and not (tmp_path / "sweep" / "lr=3e-2").exists()
+    done = bench("small_sweep.py", "--data", "x", "--model", "none", "--root", tmp_path / "typo", "--grid", "lr=1e-3",
+                 "--report", "--out", tmp_path / "none.json")
+    assert done.returncode != 0 and "no point of this grid" in done.stderr and not (tmp_path / "none.json").exists()
