@@ -1,33 +1,52 @@
-"""A markdown table of stored eval/baseline outputs: one row per metrics.json, columns per dataset.
+"""A markdown table of stored eval/baseline outputs: one row per method, columns per dataset.
 
     python bench/results_table.py bench/results/full_baselines/{meld,iemocap,emorynlp}_{majority,tfidf,knn}.json
+    python bench/results_table.py bench/results/full_table/*_1/*/eval/metrics.json
 
-File names are DATASET_ROW.json; a cell is test weighted-F1 (accuracy, macro-F1), and what the row
-chose on dev when it chose something.
+A file is DATASET_ROW.json, or STUDY/ROW/eval/metrics.json in a stored study (bench/store_table.py),
+STUDY being DATASET_FRACTION (fraction 1 is named by the dataset alone). A cell is test weighted-F1
+(accuracy, macro-F1), and what the row chose on dev when it chose something; rows trained with
+several seeds (ROW and ROW@seedN) share one cell: the mean weighted-F1, then each seed's.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
 
+def dataset_and_row(path: Path) -> tuple[str, str]:
+    if path.name == "metrics.json":
+        study, row = path.parents[2].name, path.parents[1].name
+        dataset, _, fraction = study.rpartition("_")
+        return (dataset if fraction == "1" else study), row
+    dataset, _, row = path.stem.partition("_")
+    return dataset, row
+
+
+def cell(runs: list[dict]) -> str:
+    if len(runs) > 1:
+        f1 = [100 * m["weighted_f1"] for m in runs]
+        return (f"{statistics.mean(f1):.2f} ({' / '.join(f'{v:.2f}' for v in f1)}; {len(runs)} seeds)")
+    m = runs[0]
+    chosen = {k: v for k, v in m.get("run", {}).get("chosen_on_dev", {}).items() if k != "dev_weighted_f1"}
+    note = f"; {', '.join(f'{k}={v:g}' for k, v in chosen.items())}" if chosen else ""
+    return f"{m['weighted_f1'] * 100:.2f} ({m['accuracy'] * 100:.2f}, {m['macro_f1'] * 100:.2f}{note})"
+
+
 def main(paths: list[str]) -> int:
-    cells: dict[str, dict[str, str]] = {}
+    runs: dict[str, dict[str, list[dict]]] = {}
     datasets: list[str] = []
     for path in map(Path, paths):
-        dataset, _, row = path.stem.partition("_")
-        m = json.loads(path.read_text())
-        chosen = {k: v for k, v in m.get("run", {}).get("chosen_on_dev", {}).items() if k != "dev_weighted_f1"}
-        note = f"; {', '.join(f'{k}={v:g}' for k, v in chosen.items())}" if chosen else ""
-        cells.setdefault(row, {})[dataset] = (f"{m['weighted_f1'] * 100:.2f} ({m['accuracy'] * 100:.2f}, "
-                                              f"{m['macro_f1'] * 100:.2f}{note})")
+        dataset, row = dataset_and_row(path)
+        runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(json.loads(path.read_text()))
         datasets += [dataset] if dataset not in datasets else []
     print("| row | " + " | ".join(datasets) + " |")
     print("|---|" + "---:|" * len(datasets))
-    for row, by in cells.items():
-        print(f"| {row} | " + " | ".join(by.get(d, "") for d in datasets) + " |")
+    for row, by in runs.items():
+        print(f"| {row} | " + " | ".join(cell(by[d]) if d in by else "" for d in datasets) + " |")
     return 0
 
 

@@ -114,3 +114,44 @@ def test_sweep_report_keeps_unfinished_points_and_trains_nothing(tmp_path):
     done = bench("small_sweep.py", "--data", "x", "--model", "none", "--root", tmp_path / "typo", "--grid", "lr=1e-3",
                  "--report", "--out", tmp_path / "none.json")
     assert done.returncode != 0 and "no point of this grid" in done.stderr and not (tmp_path / "none.json").exists()
+
+
+def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "stored"
+
+    def row(study, name, f1, stages=()):
+        metrics = {"weighted_f1": f1, "accuracy": f1 + 0.1, "macro_f1": f1 - 0.1}
+        (work / study / name / "eval").mkdir(parents=True)
+        (work / study / name / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        (work / study / name / "eval" / "predictions.jsonl").write_text("{}\n")
+        for stage in stages:
+            (work / study / name / stage / "checkpoints").mkdir(parents=True)
+            for f in ("summary.json", "metrics.jsonl", "config.yaml", "train.log"):
+                (work / study / name / stage / f).write_text("{}")
+        results = work / study / "results.json"
+        done = json.loads(results.read_text()) if results.exists() else {}
+        results.write_text(json.dumps({**done, name: {"weighted_f1": f1}}))
+
+    row("meld_1", "tfidf", 0.45)
+    row("meld_1", "full", 0.50, stages=("speaker", "joint"))
+    row("meld_1", "full@seed43", 0.54, stages=("speaker", "joint"))
+    row("meld_0.0625", "full", 0.30, stages=("joint",))
+    (work / "meld_1" / "half_done" / "plain" / "checkpoints").mkdir(parents=True)  # not in results.json yet
+    (work / "errors_meld.md").write_text("# errors\n")
+
+    done = bench("store_table.py", work, "--out", out)
+    assert done.returncode == 0, done.stderr
+    stored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "meld_1/full@seed43/joint/metrics.jsonl" in stored and "meld_1/full/speaker/config.yaml" in stored
+    assert "errors_meld.md" in stored and "meld_0.0625/results.json" in stored
+    assert not [p for p in stored if "predictions" in p or "checkpoints" in p or "train.log" in p or "half_done" in p]
+
+    table = bench("results_table.py", *sorted(out.glob("*/*/eval/metrics.json")))
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == "| row | meld_0.0625 | meld |"
+    assert "| full | 30.00 (40.00, 20.00) | 52.00 (50.00 / 54.00; 2 seeds) |" in lines
+    assert "| tfidf |  | 45.00 (55.00, 35.00) |" in lines
+
+    empty = bench("store_table.py", tmp_path / "nothing", "--out", tmp_path / "x")
+    assert empty.returncode == 1 and "no study with a results.json" in empty.stderr and not (tmp_path / "x").exists()

@@ -1,0 +1,62 @@
+"""Copy the small outputs of a results-table work folder (bench/full_table.sh) into the repository.
+
+    python bench/store_table.py /path/to/WORK --out bench/results/full_table
+
+For each study WORK/DATASET_FRACTION/ with a results.json: that file, and for each of its finished
+rows ROW/eval/{metrics.json,confusion.png} and every trained stage's {summary.json, metrics.jsonl,
+config.yaml} (the dev curve and the exact settings). Also WORK/errors_*.md and WORK/*.png. Predictions,
+adapters, checkpoints and prepared data stay in WORK. Run it again as rows finish; it overwrites.
+Render the table with `python bench/results_table.py OUT/*_1/*/eval/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROW_FILES = ("eval/metrics.json", "eval/confusion.png")
+STAGE_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
+
+
+def store(work: Path, out: Path) -> list[Path]:
+    copied = []
+
+    def copy(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        copied.append(dst)
+
+    for results in sorted(work.glob("*/results.json")):
+        study = results.parent
+        copy(results, out / study.name / "results.json")
+        for row in json.loads(results.read_text()):
+            for name in ROW_FILES:
+                if (study / row / name).exists():
+                    copy(study / row / name, out / study.name / row / name)
+            for stage in sorted(p.parent for p in (study / row).glob("*/summary.json")):
+                for name in STAGE_FILES:
+                    if (stage / name).exists():
+                        copy(stage / name, out / study.name / row / stage.name / name)
+    for extra in sorted([*work.glob("errors_*.md"), *work.glob("*.png")]):
+        copy(extra, out / extra.name)
+    return copied
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("work", type=Path)
+    p.add_argument("--out", type=Path, default=Path("bench/results/full_table"))
+    args = p.parse_args()
+    if not any(args.work.glob("*/results.json")):
+        print(f"error: {args.work}: no study with a results.json (run bench/full_table.sh first)", file=sys.stderr)
+        return 1
+    copied = store(args.work, args.out)
+    print(f"stored {len(copied)} files under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
