@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -94,8 +95,10 @@ def report() -> int:
     metrics, preds = read_metrics(args.eval), read_jsonl(args.eval / "predictions.jsonl")
     compare = {name: read_metrics(Path(folder)) for name, _, folder in (c.partition("=") for c in args.compare)}
     n_wrong = sum(p["pred"] != p["gold"] for p in preds)
+    # relative to the report, so it still points at the picture once both are stored in the repository
+    picture = os.path.relpath(args.eval / "confusion.png", args.out.resolve().parent)
     lines = [f"# {args.title or args.eval}", "",
-             f"{len(preds)} test utterances, {n_wrong} wrong; confusion matrix: `{args.eval / 'confusion.png'}`.", "",
+             f"{len(preds)} test utterances, {n_wrong} wrong; confusion matrix: `{picture}`.", "",
              "## Per-class F1", ""] + per_class_table(metrics, compare)
     lines += ["", "## Largest confusions", ""] + top_confusions(metrics)
     lines += ["", f"## {min(args.n, n_wrong)} wrong answers (seeded sample, seed {args.seed})", ""]

@@ -46,6 +46,7 @@ def test_error_analysis_lists_wrong_answers_with_prompts(tmp_path):
     shown = [line for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
     assert len(shown) == 2 and all("answered **sad**" in line for line in shown)
     assert text.count("Please select the emotional label") == 2  # each shown with its prompt
+    assert "confusion matrix: `majority/confusion.png`" in text  # relative: still right once stored
 
     other = tmp_path / "other"
     other.mkdir()
