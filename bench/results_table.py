@@ -5,8 +5,9 @@
 
 A file is DATASET_ROW.json, or STUDY/ROW/eval/metrics.json in a stored study (bench/store_table.py),
 STUDY being DATASET_FRACTION (fraction 1 is named by the dataset alone). A cell is test weighted-F1
-(accuracy, macro-F1), and what the row chose on dev when it chose something; rows trained with
-several seeds (ROW and ROW@seedN) share one cell: the mean weighted-F1, then each seed's.
+(accuracy, macro-F1), and what the row chose on dev when it chose something. Rows of stored studies
+come in the order they ran (the first study's first); rows trained with several seeds (ROW and
+ROW@seedN) share one cell: the mean weighted-F1, then each seed's.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def main(paths: list[str]) -> int:
         dataset, row = dataset_and_row(path)
         runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(json.loads(path.read_text()))
         datasets += [dataset] if dataset not in datasets else []
+    order: dict[str, int] = {}  # rows of stored studies in the order they ran (full_table.sh: order of value)
+    for path in map(Path, paths):
+        results = path.parents[2] / "results.json" if path.name == "metrics.json" else None
+        if results and results.exists():
+            for name in json.loads(results.read_text()):
+                order.setdefault(name.split("@")[0], len(order))
+    runs = dict(sorted(runs.items(), key=lambda kv: order.get(kv[0], len(order))))
     print("| row | " + " | ".join(datasets) + " |")
     print("|---|" + "---:|" * len(datasets))
     for row, by in runs.items():
