@@ -22,16 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc.errors import UserError  # noqa: E402
-from instructerc.fileio import read_jsonl, read_text, write_text  # noqa: E402
+from instructerc.fileio import read_json, read_jsonl, read_text, write_text  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 
 
 def read_metrics(folder: Path) -> dict:
     """metrics.json of an `instructerc eval` / `baseline` output folder."""
-    try:
-        return json.loads(read_text(folder / "metrics.json"))
-    except ValueError:
-        raise UserError("not valid JSON", path=folder / "metrics.json") from None
+    return read_json(folder / "metrics.json")
 
 
 def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:

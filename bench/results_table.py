@@ -12,10 +12,15 @@ ROW@seedN) share one cell: the mean weighted-F1, then each seed's.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from instructerc.errors import UserError  # noqa: E402
+from instructerc.fileio import read_json  # noqa: E402
 
 
 def dataset_and_row(path: Path) -> tuple[str, str]:
@@ -37,24 +42,39 @@ def cell(runs: list[dict]) -> str:
     return f"{m['weighted_f1'] * 100:.2f} ({m['accuracy'] * 100:.2f}, {m['macro_f1'] * 100:.2f}{note})"
 
 
-def main(paths: list[str]) -> int:
+def read_metrics(path: Path) -> dict:
+    m = read_json(path)
+    if not isinstance(m, dict) or not {"weighted_f1", "accuracy", "macro_f1"} <= set(m):
+        raise UserError("not an eval/baseline metrics.json (no weighted_f1, accuracy, macro_f1)", path=path)
+    return m
+
+
+def table(paths: list[str]) -> None:
     runs: dict[str, dict[str, list[dict]]] = {}
     datasets: list[str] = []
     for path in map(Path, paths):
         dataset, row = dataset_and_row(path)
-        runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(json.loads(path.read_text()))
+        runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(read_metrics(path))
         datasets += [dataset] if dataset not in datasets else []
     order: dict[str, int] = {}  # rows of stored studies in the order they ran (full_table.sh: order of value)
-    for path in map(Path, paths):
-        results = path.parents[2] / "results.json" if path.name == "metrics.json" else None
-        if results and results.exists():
-            for name in json.loads(results.read_text()):
+    studies = dict.fromkeys(Path(p).parents[2] / "results.json" for p in paths if Path(p).name == "metrics.json")
+    for results in studies:  # each study's results.json read once
+        if results.exists():
+            for name in read_json(results):
                 order.setdefault(name.split("@")[0], len(order))
     runs = dict(sorted(runs.items(), key=lambda kv: order.get(kv[0], len(order))))
     print("| row | " + " | ".join(datasets) + " |")
     print("|---|" + "---:|" * len(datasets))
     for row, by in runs.items():
         print(f"| {row} | " + " | ".join(cell(by[d]) if d in by else "" for d in datasets) + " |")
+
+
+def main(paths: list[str]) -> int:
+    try:
+        table(paths)
+    except UserError as e:
+        print(f"results_table: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -12,10 +12,15 @@ Render the table with `python bench/results_table.py OUT/*_1/*/eval/metrics.json
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from instructerc.errors import UserError  # noqa: E402
+from instructerc.fileio import atomic_path, read_json  # noqa: E402
 
 ROW_FILES = ("eval/metrics.json", "eval/confusion.png")
 STAGE_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
@@ -25,14 +30,16 @@ def store(work: Path, out: Path) -> list[Path]:
     copied = []
 
     def copy(src: Path, dst: Path) -> None:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        with atomic_path(dst) as tmp:  # a stop mid-copy never leaves a truncated file in the repository
+            shutil.copyfile(src, tmp)
         copied.append(dst)
 
-    for results in sorted(work.glob("*/results.json")):
+    # every results.json read before anything is copied: a damaged one leaves OUT as it was
+    studies = [(results, read_json(results)) for results in sorted(work.glob("*/results.json"))]
+    for results, rows in studies:
         study = results.parent
         copy(results, out / study.name / "results.json")
-        for row in json.loads(results.read_text()):
+        for row in rows:
             for name in ROW_FILES:
                 if (study / row / name).exists():
                     copy(study / row / name, out / study.name / row / name)
@@ -53,7 +60,11 @@ def main() -> int:
     if not any(args.work.glob("*/results.json")):
         print(f"error: {args.work}: no study with a results.json (run bench/full_table.sh first)", file=sys.stderr)
         return 1
-    copied = store(args.work, args.out)
+    try:
+        copied = store(args.work, args.out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"stored {len(copied)} files under {args.out}")
     return 0
 

@@ -126,6 +126,16 @@ def json_problem(e: ValueError | RecursionError) -> str:
     return "a number with too many digits"
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; a missing or malformed file is a UserError naming it."""
+    from instructerc.errors import UserError
+
+    try:
+        return json.loads(read_text(path))
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"not valid JSON ({json_problem(e)})", path=path) from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file; a malformed line is a UserError naming the file and line."""
     return [row for _, row in iter_jsonl(path)]

@@ -157,3 +157,8 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
 
     empty = bench("store_table.py", tmp_path / "nothing", "--out", tmp_path / "x")
     assert empty.returncode == 1 and "no study with a results.json" in empty.stderr and not (tmp_path / "x").exists()
+    (work / "meld_1" / "results.json").write_text("{")
+    broken = bench("store_table.py", work, "--out", tmp_path / "y")
+    assert broken.returncode == 1 and "results.json: not valid JSON" in broken.stderr and not (tmp_path / "y").exists()
+    bad = bench("results_table.py", work / "meld_1" / "results.json")
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
