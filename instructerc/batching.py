@@ -77,12 +77,15 @@ def micro_batch_plan(lengths: list[int], micro_batch: int, accum: int, world: in
 
 
 def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_size: int, world: int,
-                seed: int, epoch: int, max_pack_tokens: int) -> list[list[list[list[int]]]]:
+                seed: int, epoch: int, max_pack_tokens: int, dialogue_run: int = 0) -> list[list[list[list[int]]]]:
     """`packing: dialogue`. plan[step][rank] = that rank's packs (lists of example indices).
 
-    Dialogues are shuffled with (seed, epoch); a dialogue's examples stay together, in token
-    order (the trie's depth-first order: the records that share most sit side by side). Every
-    step takes the next `batch_size` examples, as the micro-batch plan does (the last step of an
+    A dialogue's examples, in token order (the trie's depth-first order: the records that share
+    most sit side by side), are cut into runs of `dialogue_run` (0: one run, the whole dialogue)
+    and the runs are shuffled with (seed, epoch). Whole dialogues share the most history, but a
+    step then holds one or two dialogues, whose labels are far from a sample of the data's: on
+    IEMOCAP (about 50 records a dialogue) such steps kept a model at lr 3e-3 answering one label
+    (BENCHMARKS.md, "Mixing dialogues in a step"). Every step takes the next `batch_size` examples, as the micro-batch plan does (the last step of an
     epoch may hold fewer), and cuts them into packs of at most `max_pack_tokens` trie nodes, and
     with several ranks of at most about 1/world of the step's nodes: a dialogue too large for one
     pack is split between records, small ones share a pack. The packs of a step go to the ranks
@@ -93,9 +96,13 @@ def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_si
     members: dict[str, list[int]] = {}
     for i, d in enumerate(dialogues):
         members.setdefault(d, []).append(i)
-    names = list(members)
-    random.Random(seed * 1000 + epoch).shuffle(names)
-    order = [i for d in names for i in sorted(members[d], key=lambda i: sequences[i])]
+    runs = []
+    for idx in members.values():
+        idx = sorted(idx, key=lambda i: sequences[i])
+        size = dialogue_run or len(idx)
+        runs += [idx[k:k + size] for k in range(0, len(idx), size)]
+    random.Random(seed * 1000 + epoch).shuffle(runs)
+    order = [i for r in runs for i in r]
     steps = []
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -216,7 +223,7 @@ def epoch_plan(examples: list[Example], cfg: dict, world: int, epoch: int) -> li
         lengths = [len(e.input_ids) for e in examples]
         return micro_batch_plan(lengths, cfg["micro_batch"], grad_accum(cfg, world), world, cfg["seed"], epoch)
     return packed_plan([e.input_ids for e in examples], [e.dialogue for e in examples], cfg["batch_size"], world,
-                       cfg["seed"], epoch, cfg["max_pack_tokens"])
+                       cfg["seed"], epoch, cfg["max_pack_tokens"], cfg["dialogue_run"])
 
 
 def task_scales(tasks: list[str], task_weight: dict[str, float]) -> dict[str, float]:

@@ -29,6 +29,9 @@ DEFAULTS = {
     "batch_size": 32,  # examples per optimizer step, all ranks together
     "packing": "dialogue",  # dialogue: each forward is the token trie of a dialogue's records | none: padded micro-batches
     "max_pack_tokens": 1024,  # trie nodes per pack (packing: dialogue); bounds a step's memory and attention cost
+    # packing: dialogue. A dialogue's records enter the epoch's order in runs of this many (0: all of
+    # them at once), so a step of batch_size records mixes about batch_size / dialogue_run dialogues.
+    "dialogue_run": 0,
     "micro_batch": 4,  # records per padded micro-batch (packing: none); accumulation = batch_size / (micro_batch x ranks)
     "epochs": {"speaker": 3, "joint": 6, "plain": 6},
     "beta": 0.1,  # weight of the emotion-prediction loss in stage joint
@@ -132,6 +135,8 @@ def check_config(cfg: dict) -> None:
     for key in ("batch_size", "micro_batch", "max_length", "max_pack_tokens"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg["dialogue_run"], int) or cfg["dialogue_run"] < 0:
+        raise UserError(f"dialogue_run must be 0 (whole dialogues) or a positive integer, got {cfg['dialogue_run']!r}")
 
 
 def grad_accum(cfg: dict, world: int) -> int:

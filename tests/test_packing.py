@@ -70,6 +70,25 @@ def test_packed_plan_keeps_dialogues_together_and_covers_each_example_once(joint
     assert plan != batching.packed_plan(seqs, dialogues, 8, 1, seed=3, epoch=1, max_pack_tokens=400)
 
 
+def test_dialogue_runs_mix_dialogues_in_a_step_and_keep_each_run_in_trie_order():
+    rng = random.Random(0)
+    dialogues = [f"d{d}" for d in range(6) for _ in range(10)]
+    seqs = [(int(d[1]),) + tuple(rng.randrange(50) for _ in range(5)) for d in dialogues]
+    whole = batching.packed_plan(seqs, dialogues, batch_size=8, world=1, seed=1, epoch=0, max_pack_tokens=10_000)
+    runs = batching.packed_plan(seqs, dialogues, 8, 1, seed=1, epoch=0, max_pack_tokens=10_000, dialogue_run=2)
+    flat = lambda plan: [[i for unit in step[0] for i in unit] for step in plan]  # noqa: E731
+    assert sorted(i for s in flat(runs) for i in s) == list(range(len(seqs)))
+    per_step = lambda plan: [len({dialogues[i] for i in s}) for s in flat(plan)]  # noqa: E731
+    assert max(per_step(whole)) <= 2 and min(per_step(runs)) >= 2 and max(per_step(runs)) > 2
+    order = [i for s in flat(runs) for i in s]
+    for d in set(dialogues):  # runs of one dialogue: pairs in its trie (token) order
+        mine = sorted((i for i in range(len(seqs)) if dialogues[i] == d), key=lambda i: seqs[i])
+        pairs = {tuple(mine[k:k + 2]) for k in range(0, 10, 2)}
+        assert {tuple(order[k:k + 2]) for k in range(0, len(order), 2) if dialogues[order[k]] == d} == pairs
+    assert whole == batching.packed_plan(seqs, dialogues, 8, 1, seed=1, epoch=0, max_pack_tokens=10_000,
+                                         dialogue_run=10)  # a run as long as the dialogue: whole dialogues
+
+
 def test_ranks_get_the_same_examples_per_step_balanced_and_equal_in_count(joint_examples):
     seqs, dialogues = [e.input_ids for e in joint_examples], [e.dialogue for e in joint_examples]
     one = batching.packed_plan(seqs, dialogues, 16, 1, seed=0, epoch=0, max_pack_tokens=150)
