@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc import batching, models  # noqa: E402
+from instructerc.errors import UserError  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
-from instructerc.records import load_records  # noqa: E402
-from instructerc.train import STAGES  # noqa: E402
+from instructerc.records import load_split  # noqa: E402
+from instructerc.train import STAGES, stage_task_weights  # noqa: E402
 from instructerc.train_config import resolve_config  # noqa: E402
 from instructerc.trie import Trie  # noqa: E402
 
@@ -45,7 +46,7 @@ def plan_cost(examples, cfg: dict) -> dict:
             "dialogues_per_step_mean": round(statistics.mean(dialogues), 2), "dialogues_per_step_min": min(dialogues)}
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--stage", default="joint", choices=list(STAGES))
@@ -54,14 +55,15 @@ def main() -> None:
     p.add_argument("--runs", type=int, nargs="+", default=[0, 2, 4, 8])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    cfg = resolve_config(args.config)
-    tasks = tuple(t for t, w in STAGES[args.stage].items() if (cfg["beta"] if w == "beta" else w) != 0)
-    tokenizer = models.load_tokenizer(models.resolve_model(args.model))
-    examples = [batching.encode(tokenizer, r, cfg["max_length"])
-                for r in load_records(args.data / "train.jsonl", tasks=tasks)]
+    try:  # the trainer's own checks: a bad config, run length or data folder is one line
+        configs = [resolve_config(args.config, ["packing=dialogue", f"dialogue_run={run}"]) for run in args.runs]
+        examples = load_examples(args, configs[0])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     rows = []
-    for run in args.runs:
-        rows.append(plan_cost(examples, {**cfg, "packing": "dialogue", "dialogue_run": run}))
+    for cfg in configs:
+        rows.append(plan_cost(examples, cfg))
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["computed_tokens"]
     print(f"\n| dialogue_run | dialogues per step (mean / min) | computed tokens | vs dialogue_run {args.runs[0]} |"
@@ -72,9 +74,16 @@ def main() -> None:
     if args.json:
         write_json(args.json, {"command": " ".join(["bench/bench_dialogue_run.py", *sys.argv[1:]]),
                                "data": str(args.data), "stage": args.stage, "config": args.config,
-                               "batch_size": cfg["batch_size"], "max_pack_tokens": cfg["max_pack_tokens"],
+                               "batch_size": configs[0]["batch_size"], "max_pack_tokens": configs[0]["max_pack_tokens"],
                                "records": len(examples), "rows": rows})
+    return 0
+
+
+def load_examples(args, cfg: dict) -> list:
+    records = load_split(args.data, "train", tuple(stage_task_weights(args.stage, cfg)))
+    tokenizer = models.load_tokenizer(models.resolve_model(args.model))
+    return [batching.encode(tokenizer, r, cfg["max_length"]) for r in records]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from instructerc import batching, models  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
-from instructerc.train import STAGES  # noqa: E402
+from instructerc.train import stage_task_weights  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
         if "tokens_per_s" in row and "dev_weighted_f1" not in row:
             steps[(row["epoch"], row["step"])] = row
     tokenizer = models.load_tokenizer(models.resolve_model(cfg["model"]))
-    # the tasks the trainer keeps: a zero weight (beta = 0) drops its records
-    tasks = tuple(t for t, w in STAGES[cfg["stage"]].items() if (cfg["beta"] if w == "beta" else w) != 0)
+    tasks = tuple(stage_task_weights(cfg["stage"], cfg))
     examples = [batching.encode(tokenizer, r, cfg["max_length"])
                 for r in load_records(Path(cfg["data"]) / "train.jsonl", tasks=tasks)]
     per_epoch = len(batching.epoch_plan(examples, cfg, cfg["world_size"], 0))

@@ -85,8 +85,8 @@ def packed_plan(sequences: list[tuple[int, ...]], dialogues: list[str], batch_si
     and the runs are shuffled with (seed, epoch). Whole dialogues share the most history, but a
     step then holds one or two dialogues, whose labels are far from a sample of the data's: on
     IEMOCAP (about 50 records a dialogue) such steps kept a model at lr 3e-3 answering one label
-    (BENCHMARKS.md, "Mixing dialogues in a step"). Every step takes the next `batch_size` examples, as the micro-batch plan does (the last step of an
-    epoch may hold fewer), and cuts them into packs of at most `max_pack_tokens` trie nodes, and
+    (BENCHMARKS.md, "Mixing dialogues in a step"). Every step takes the next `batch_size`
+    examples, as the micro-batch plan does (the last step of an epoch may hold fewer), and cuts them into packs of at most `max_pack_tokens` trie nodes, and
     with several ranks of at most about 1/world of the step's nodes: a dialogue too large for one
     pack is split between records, small ones share a pack. The packs of a step go to the ranks
     largest first in snake order, so ranks compute similar token counts. Any cut gives the same

@@ -43,6 +43,13 @@ STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
 }
 
 
+def stage_task_weights(stage: str, cfg: dict) -> dict[str, float]:
+    """{task: loss weight} the stage trains on. A zero weight (beta = 0, the "without emotion
+    prediction" ablation) drops the task: its records would only cost time."""
+    weights = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
+    return {t: w for t, w in weights.items() if w != 0}
+
+
 # --- command line ----------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
@@ -413,9 +420,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     if init_adapter is not None and cfg["finetune"] == "full" and not (Path(init_adapter) / "config.json").is_file():
         raise UserError("finetune: full starts from a full model folder (the RUN/best of a full run), "
                         "not a LoRA adapter", path=init_adapter)
-    task_weight = {t: (cfg["beta"] if w == "beta" else w) for t, w in STAGES[stage].items()}
-    # beta = 0 (the "without emotion prediction" ablation): its records would only cost time
-    task_weight = {t: w for t, w in task_weight.items() if w != 0}
+    task_weight = stage_task_weights(stage, cfg)
     spec = read_prepared(data).spec  # an old or foreign folder fails here, before any work
     train_records = load_split(data, "train", tuple(task_weight))
     dev_records = dev_sample(load_split(data, "dev", ("erc",)), cfg["eval"]["max_records"], cfg["seed"])
