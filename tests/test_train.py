@@ -70,9 +70,11 @@ def test_small_configs_differ_from_the_recipe_only_in_what_the_sweep_chose():
         small, recipe = resolve_config(REPO / "configs" / "small" / f"{name}.yaml"), resolve_config(REPO / "configs" / f"{name}.yaml")
         assert (small["lr"], small["batch_size"], small["epochs"]) == (3e-3, 16, {"speaker": 1, "joint": 2, "plain": 2})
         differ = {k for k in DEFAULTS if small[k] != recipe[k]}
-        # max_length, LoRA shape, beta: the dataset's recipe; IEMOCAP's long dialogues: shuffled records
-        assert differ == {"lr", "batch_size", "epochs"} | ({"packing"} if name == "iemocap" else set()), name
+        # max_length, LoRA shape, beta: the dataset's recipe; how steps mix dialogues: chosen on dev
+        mixing = {"iemocap": {"packing"}, "emorynlp": {"dialogue_run"}}.get(name, set())
+        assert differ == {"lr", "batch_size", "epochs"} | mixing, name
     assert resolve_config(REPO / "configs" / "small" / "iemocap.yaml")["packing"] == "none"
+    assert resolve_config(REPO / "configs" / "small" / "emorynlp.yaml")["dialogue_run"] == 1
 
 
 def test_paper_configs_are_the_released_recipe():
