@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from instructerc.build import DATASETS  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 
 CLI = [sys.executable, "-m", "instructerc"]
@@ -111,7 +112,7 @@ def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="meld")
+    p.add_argument("--dataset", default="meld", choices=DATASETS)
     p.add_argument("--raw-dir", default=str(REPO.parent / "shared" / "datasets"))
     p.add_argument("--fraction", type=float, default=0.0625, help="of the training split (1: all of it)")
     p.add_argument("--seed", type=int, default=42, help="seed of the training sample")

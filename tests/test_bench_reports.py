@@ -88,6 +88,12 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
 
 
+def test_study_names_an_unknown_dataset_before_writing_anything(tmp_path):
+    done = bench("fraction_study.py", "--dataset", "meldx", "--work", tmp_path / "study")
+    assert done.returncode == 2 and "invalid choice: 'meldx'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
+
+
 def test_sweep_report_keeps_unfinished_points_and_trains_nothing(tmp_path):
     """A point stopped on purpose (diverged) stays in the table with its curve so far, marked unfinished."""
     def point(name, scores, summary):
