@@ -34,7 +34,7 @@ from instructerc.fileio import write_json, write_text
 from instructerc.records import load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
 from instructerc.spec import read_prepared
-from instructerc.train_config import grad_accum, resolve_config
+from instructerc.train_config import grad_accum, resolve_config, with_defaults
 
 STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
     "speaker": {"speaker": 1.0},
@@ -434,7 +434,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
                 "init_adapter": str(init_adapter) if init_adapter else None,
                 "labels": list(dev_records[0].labels), "prompt_spec": spec.to_json(), "world_size": world}
     if resume and (out / "config.yaml").is_file():
-        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        saved = with_defaults(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
         differ = sorted(k for k in resolved if k != "stop_after" and saved.get(k) != resolved[k])
         if differ:
             raise UserError(f"--resume with settings that differ from the run's config.yaml: {', '.join(differ)}", path=out)
@@ -535,10 +535,16 @@ def checkpoint(run: Run, progress: Progress, elapsed) -> None:
 
 
 def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
-    """The ranks score the dev split together; rank 0 keeps RUN/best if this epoch is the best so
-    far; every rank learns the choice; then a checkpoint."""
+    """The ranks score the dev split together (every `eval.every` epochs and after the last); rank 0
+    keeps RUN/best if this epoch is the best so far; every rank learns the choice; then a checkpoint."""
     import torch.distributed as dist
 
+    if (epoch + 1) % run.cfg["eval"]["every"] and epoch + 1 < run.epochs:
+        if run.rank == 0:
+            run.log(f"epoch {epoch + 1}/{run.epochs}: dev not scored (eval.every {run.cfg['eval']['every']})")
+        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        checkpoint(run, progress, elapsed)
+        return
     n = len(run.dev_records)  # each rank scores a contiguous share (whole dialogues stay mostly together)
     mine = run.dev_records[n * run.rank // run.world: n * (run.rank + 1) // run.world]
     with run.autocast():

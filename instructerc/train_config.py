@@ -44,7 +44,10 @@ DEFAULTS = {
     "stop_after": 0,  # end the run after this optimizer step, as a kill would (then --resume); 0 = never
     "log_every": 10,
     "logging": "none",  # tensorboard: also write every metric as a TensorBoard scalar under RUN/tb/ (optional package)
-    "eval": {"max_records": 0, "batch_size": 8},  # dev subsample for speed (0 = whole dev split)
+    # max_records: dev subsample for speed (0 = whole dev split). every: score dev after every Nth epoch
+    # and after the last; RUN/best is the best of the scored epochs. Many short epochs (a small data
+    # fraction) otherwise spend most of a run scoring dev.
+    "eval": {"max_records": 0, "batch_size": 8, "every": 1},
 }
 
 def merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
@@ -135,8 +138,22 @@ def check_config(cfg: dict) -> None:
     for key in ("batch_size", "micro_batch", "max_length", "max_pack_tokens"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg["eval"]["every"], int) or cfg["eval"]["every"] < 1:
+        raise UserError(f"eval.every must be a positive integer (epochs between dev scorings), got {cfg['eval']['every']!r}")
     if not isinstance(cfg["dialogue_run"], int) or cfg["dialogue_run"] < 0:
         raise UserError(f"dialogue_run must be 0 (whole dialogues) or a positive integer, got {cfg['dialogue_run']!r}")
+
+
+def with_defaults(saved: dict) -> dict:
+    """A run's saved config with the keys added to DEFAULTS since it was written, at their defaults,
+    so that a run of an older version still resumes (its settings did not change)."""
+    out = copy.deepcopy(saved)
+    for key, value in DEFAULTS.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = {**copy.deepcopy(value), **out[key]}
+    return out
 
 
 def grad_accum(cfg: dict, world: int) -> int:

@@ -371,6 +371,28 @@ def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_
         run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "packing=none"], resume=True)
 
 
+def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path, data_dir, tiny_model_dir):
+    summary = run_stage(tmp_path, "every", data_dir, tiny_model_dir, stage="plain",
+                        extra=["epochs.plain=3", "eval.every=2"])
+    rows = [json.loads(x) for x in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "dev_weighted_f1" in r] == [2, 3]
+    assert summary["best"]["epoch"] in (2, 3) and (tmp_path / "every" / "best").is_dir()
+    assert "epoch 1/3: dev not scored (eval.every 2)" in (tmp_path / "every" / "train.log").read_text()
+    with pytest.raises(UserError, match="eval.every must be a positive integer"):
+        resolve_config(None, ["eval.every=0"])
+
+
+def test_a_run_saved_before_a_new_setting_still_resumes(tmp_path, data_dir, tiny_model_dir):
+    """config.yaml of an older version lacks keys added since (here eval.every): they take their defaults."""
+    whole = run_stage(tmp_path, "whole", data_dir, tiny_model_dir)
+    assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"]) == {}
+    saved = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
+    del saved["eval"]["every"]
+    (tmp_path / "cut" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    resumed = run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"], resume=True)
+    assert resumed["adapter_sha256"] == whole["adapter_sha256"]
+
+
 class _RunsCode:
     def __init__(self, marker: Path):
         self.marker = marker
