@@ -3,9 +3,11 @@
     python bench/store_table.py /path/to/WORK --out bench/results/full_table
 
 For each study WORK/DATASET_FRACTION/ with a results.json: that file, and for each of its finished
-rows ROW/eval/{metrics.json,confusion.png} and every trained stage's {summary.json, metrics.jsonl,
-config.yaml} (the dev curve and the exact settings). Also WORK/errors_*.md and WORK/*.png. Predictions,
-adapters, checkpoints and prepared data stay in WORK. Run it again as rows finish; it overwrites.
+rows ROW/eval/{metrics.json,confusion.png}; for every trained stage ROW/STAGE, finished or not, its
+{summary.json, metrics.jsonl, config.yaml, train.log} (the dev curve, the exact settings and when each
+epoch ended), so a row a session could not finish still leaves the epochs it measured. Also WORK/errors_*.md and WORK/*.png.
+Predictions, adapters, checkpoints and prepared data stay in WORK. Run it again as rows finish; it
+overwrites.
 Render the table with `python bench/results_table.py OUT/*_1/*/eval/metrics.json`.
 """
 
@@ -23,7 +25,7 @@ from instructerc.errors import UserError  # noqa: E402
 from instructerc.fileio import atomic_path, read_json  # noqa: E402
 
 ROW_FILES = ("eval/metrics.json", "eval/confusion.png")
-STAGE_FILES = ("summary.json", "metrics.jsonl", "config.yaml")
+STAGE_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "train.log")
 
 
 def store(work: Path, out: Path) -> list[Path]:
@@ -43,10 +45,11 @@ def store(work: Path, out: Path) -> list[Path]:
             for name in ROW_FILES:
                 if (study / row / name).exists():
                     copy(study / row / name, out / study.name / row / name)
-            for stage in sorted(p.parent for p in (study / row).glob("*/summary.json")):
-                for name in STAGE_FILES:
-                    if (stage / name).exists():
-                        copy(stage / name, out / study.name / row / stage.name / name)
+        # a row not in results.json yet is a stage that stopped: summary.json comes only at its end
+        for stage in sorted(p.parent for p in study.glob("*/*/metrics.jsonl")):
+            for name in STAGE_FILES:
+                if (stage / name).exists():
+                    copy(stage / name, out / study.name / stage.parent.name / stage.name / name)
     for extra in sorted([*work.glob("errors_*.md"), *work.glob("*.png")]):
         copy(extra, out / extra.name)
     return copied

@@ -144,6 +144,9 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     row("meld_1", "full@seed43", 0.54, stages=("speaker", "joint"))
     row("meld_0.0625", "full", 0.30, stages=("joint",))
     (work / "meld_1" / "half_done" / "plain" / "checkpoints").mkdir(parents=True)  # not in results.json yet
+    (work / "meld_1" / "cut_off" / "joint" / "checkpoints").mkdir(parents=True)  # stopped after scoring dev
+    for f in ("metrics.jsonl", "config.yaml", "train.log"):
+        (work / "meld_1" / "cut_off" / "joint" / f).write_text("{}")
     (work / "errors_meld.md").write_text("# errors\n")
 
     done = bench("store_table.py", work, "--out", out)
@@ -151,7 +154,9 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     stored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert "meld_1/full@seed43/joint/metrics.jsonl" in stored and "meld_1/full/speaker/config.yaml" in stored
     assert "errors_meld.md" in stored and "meld_0.0625/results.json" in stored
-    assert not [p for p in stored if "predictions" in p or "checkpoints" in p or "train.log" in p or "half_done" in p]
+    assert "meld_1/cut_off/joint/metrics.jsonl" in stored and "meld_1/cut_off/joint/config.yaml" in stored
+    assert "meld_1/cut_off/joint/train.log" in stored
+    assert not [p for p in stored if "predictions" in p or "checkpoints" in p or "half_done" in p]
 
     table = bench("results_table.py", *sorted(out.glob("*/*/eval/metrics.json")))
     assert table.returncode == 0, table.stderr
