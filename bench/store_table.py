@@ -5,9 +5,9 @@
 For each study WORK/DATASET_FRACTION/ with a results.json: that file, and for each of its finished
 rows ROW/eval/{metrics.json,confusion.png}; for every trained stage ROW/STAGE, finished or not, its
 {summary.json, metrics.jsonl, config.yaml, train.log} (the dev curve, the exact settings and when each
-epoch ended), so a row a session could not finish still leaves the epochs it measured. Also WORK/errors_*.md and WORK/*.png.
-Predictions, adapters, checkpoints and prepared data stay in WORK. Run it again as rows finish; it
-overwrites.
+epoch ended), so a row a session could not finish still leaves the epochs it measured. Also
+WORK/errors_*.md and WORK/*.png. Predictions, adapters, checkpoints and prepared data stay in WORK.
+Run it again as rows finish; it overwrites.
 Render the table with `python bench/results_table.py OUT/*_1/*/eval/metrics.json`.
 """
 
@@ -36,8 +36,11 @@ def store(work: Path, out: Path) -> list[Path]:
             shutil.copyfile(src, tmp)
         copied.append(dst)
 
-    # every results.json read before anything is copied: a damaged one leaves OUT as it was
+    # every results.json read and checked before anything is copied: a damaged one leaves OUT as it was
     studies = [(results, read_json(results)) for results in sorted(work.glob("*/results.json"))]
+    for results, rows in studies:
+        if not isinstance(rows, dict):
+            raise UserError("not a results table: expected an object of rows by name", path=results)
     for results, rows in studies:
         study = results.parent
         copy(results, out / study.name / "results.json")
@@ -45,7 +48,8 @@ def store(work: Path, out: Path) -> list[Path]:
             for name in ROW_FILES:
                 if (study / row / name).exists():
                     copy(study / row / name, out / study.name / row / name)
-        # a row not in results.json yet is a stage that stopped: summary.json comes only at its end
+        # metrics.jsonl marks a stage, not summary.json: that comes only at a stage's end, and a stage
+        # that stopped (its row not in results.json yet) still has a dev curve worth keeping
         for stage in sorted(p.parent for p in study.glob("*/*/metrics.jsonl")):
             for name in STAGE_FILES:
                 if (stage / name).exists():

@@ -171,5 +171,10 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     (work / "meld_1" / "results.json").write_text("{")
     broken = bench("store_table.py", work, "--out", tmp_path / "y")
     assert broken.returncode == 1 and "results.json: not valid JSON" in broken.stderr and not (tmp_path / "y").exists()
+    (work / "meld_1" / "results.json").write_text("[1, 2]")
+    listed = bench("store_table.py", work, "--out", tmp_path / "z")
+    assert listed.returncode == 1 and "expected an object of rows" in listed.stderr and "Traceback" not in listed.stderr
+    assert not (tmp_path / "z").exists()
+    (work / "meld_1" / "results.json").write_text("{")
     bad = bench("results_table.py", work / "meld_1" / "results.json")
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
