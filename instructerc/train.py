@@ -34,7 +34,7 @@ from instructerc.fileio import write_json, write_text
 from instructerc.records import load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
 from instructerc.spec import read_prepared
-from instructerc.train_config import grad_accum, resolve_config, with_defaults
+from instructerc.train_config import RESUME_MAY_CHANGE, grad_accum, resolve_config, resume_changes
 
 STAGES = {  # stage -> {task: loss weight}; "beta" is read from the config
     "speaker": {"speaker": 1.0},
@@ -433,11 +433,12 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     resolved = {**cfg, "stage": stage, "data": str(data.resolve()), "model": str(model_spec),
                 "init_adapter": str(init_adapter) if init_adapter else None,
                 "labels": list(dev_records[0].labels), "prompt_spec": spec.to_json(), "world_size": world}
+    allowed: dict[str, tuple] = {}
     if resume and (out / "config.yaml").is_file():
-        saved = with_defaults(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
-        differ = sorted(k for k in resolved if k != "stop_after" and saved.get(k) != resolved[k])
-        if differ:
-            raise UserError(f"--resume with settings that differ from the run's config.yaml: {', '.join(differ)}", path=out)
+        refused, allowed = resume_changes(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")), resolved)
+        if refused:
+            raise UserError(f"--resume with settings that differ from the run's config.yaml: {', '.join(refused)} "
+                            f"(a resume may change only {', '.join(RESUME_MAY_CHANGE)})", path=out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
@@ -468,6 +469,9 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
             f"{epochs} epoch(s) x {steps_per_epoch} steps; zero {cfg['zero_stage']}, {'bf16' if bf16 else 'fp32'}, "
             f"{torch.get_num_threads()} threads/rank; {sum(e.truncated for e in examples)} prompts truncated "
             f"to {cfg['max_length']} tokens")
+    for key, (before, after) in allowed.items():
+        if key != "stop_after":
+            run.log(f"--resume changes {key}: {before} -> {after}")
     return run
 
 

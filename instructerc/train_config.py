@@ -156,6 +156,32 @@ def with_defaults(saved: dict) -> dict:
     return out
 
 
+# Settings a --resume may change: how a run is logged, checkpointed, stopped and scored, never what it
+# trains on or how. eval.every only decides which of the remaining epochs are scored; the dev sample
+# (eval.max_records) stays fixed so that the scores before and after the resume compare.
+RESUME_MAY_CHANGE = ("stop_after", "log_every", "logging", "checkpoint_every", "keep_checkpoints",
+                     "eval.batch_size", "eval.every")
+
+
+def resume_changes(saved: dict, now: dict) -> tuple[list[str], dict[str, tuple]]:
+    """What differs between a run's saved config and this command's, as dotted keys: the settings
+    --resume must refuse, and the allowed ones as {key: (saved value, new value)}."""
+    before, after = flatten(with_defaults(saved)), flatten(now)
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    return refused, {k: (before.get(k), after[k]) for k in changed if k in RESUME_MAY_CHANGE}
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def grad_accum(cfg: dict, world: int) -> int:
     """Micro-batches per rank and step with `packing: none` (packs need no such split)."""
     if cfg["packing"] != "none":

@@ -369,6 +369,22 @@ def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_
         run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "lr=5e-3"], resume=True)
     with pytest.raises(UserError, match="differ.*packing"):
         run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "packing=none"], resume=True)
+    with pytest.raises(UserError, match=r"differ.*eval\.max_records"):  # the dev sample decides the best epoch
+        run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2", "eval.max_records=3"], resume=True)
+
+
+def test_resume_may_change_how_a_run_is_scored_and_logged(tmp_path, data_dir, tiny_model_dir):
+    """eval.every and eval.batch_size change which epochs are scored and how fast, not the training:
+    the resumed run ends with the uninterrupted run's adapter and says what changed."""
+    whole = run_stage(tmp_path, "whole", data_dir, tiny_model_dir)
+    assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=2"]) == {}
+    resumed = run_stage(tmp_path, "cut", data_dir, tiny_model_dir, resume=True,
+                        extra=["eval.every=2", "eval.batch_size=3"])
+    assert resumed["adapter_sha256"] == whole["adapter_sha256"]
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert "--resume changes eval.every: 1 -> 2" in log and "--resume changes eval.batch_size: 8 -> 3" in log
+    assert "stop_after" not in log.split("resumed from step")[-1]
+    assert yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())["eval"]["every"] == 2
 
 
 def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path, data_dir, tiny_model_dir):
