@@ -1,5 +1,6 @@
-"""Where the errors are (issue 13): per-class F1 beside reference rows, the largest confusions, and a
-seeded sample of wrong test answers with their prompts, as one markdown file.
+"""Where the errors are (issue 13): per-class F1 beside reference rows (with each row's bootstrap
+interval of weighted-F1), the largest confusions, and a seeded sample of wrong test answers with
+their prompts, as one markdown file.
 
     python bench/error_analysis.py --data DATA --eval RUNS/meld/full/eval \
         --compare tfidf=RUNS/meld/tfidf/eval --compare knn=RUNS/meld/knn/eval \
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from instructerc.errors import UserError  # noqa: E402
 from instructerc.fileio import read_json, read_jsonl, read_text, write_text  # noqa: E402
+from instructerc.metrics import weighted_f1_interval  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 
 
@@ -41,6 +43,9 @@ def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
                      + f" | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} |")
     heads = [metrics] + list(compare.values())
     lines.append("| **weighted-F1** | | " + " | ".join(f"**{100 * h['weighted_f1']:.2f}**" for h in heads) + " | | |")
+    intervals = [weighted_f1_interval(h) for h in heads]
+    lines.append("| weighted-F1 95% interval (bootstrap over test utterances) | | "
+                 + " | ".join(f"{100 * lo:.2f}-{100 * hi:.2f}" for lo, hi in intervals) + " | | |")
     lines.append("| macro-F1 | | " + " | ".join(f"{100 * h['macro_f1']:.2f}" for h in heads) + " | | |")
     return lines
 

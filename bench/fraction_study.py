@@ -99,9 +99,12 @@ def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float
             cmd += ["--init-adapter", runs[init] / "best"]
         if (out / "summary.json").exists():
             print(f"[{name}] stage {stage} already trained: {out}")
-            seconds += json.loads((out / "summary.json").read_text())["seconds"]
         else:
-            seconds += run(cmd + (["--resume"] if (out / "checkpoints").exists() else []), log)
+            run(cmd + (["--resume"] if (out / "checkpoints").exists() else []), log)
+        if not (out / "summary.json").exists():  # --set stop_after=N ends a stage early, on purpose
+            sys.exit(f"[{name}] stage {stage} stopped before its end; rerun the same command to continue it")
+        # the run's own count: every segment of a resumed stage, not only the last one's wall time
+        seconds += json.loads((out / "summary.json").read_text())["seconds"]
         runs[stage] = out
     cmd = CLI + ["eval", "--data", data, "--split", "test", "--model", args.model, "--out",
                  args.work / name / "eval", "--dtype", args.eval_dtype]

@@ -42,6 +42,27 @@ def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: S
     }
 
 
+def weighted_f1_interval(metrics: dict, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """A percentile bootstrap interval of weighted-F1 over the scored utterances, from the confusion
+    matrix alone (resampling utterances with replacement draws the matrix's cells from a multinomial),
+    so a stored metrics.json suffices. It is how far the score moves with the sample of test
+    utterances, not between training seeds; two rows' intervals overlapping is no paired test."""
+    import numpy as np
+
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    gold = np.array([metrics["counts"]["gold"][lab] for lab in metrics["labels"]], dtype=float)
+    cells = np.concatenate([cm, (gold - cm.sum(1))[:, None]], axis=1)  # last column: answers outside the labels
+    n = int(cells.sum())
+    draws = np.random.default_rng(seed).multinomial(n, (cells / n).ravel(), size=resamples)
+    draws = draws.reshape(resamples, *cells.shape).astype(float)
+    tp = np.diagonal(draws[:, :, :-1], axis1=1, axis2=2)
+    support, answered = draws.sum(2), draws[:, :, :-1].sum(1)
+    f1 = np.divide(2 * tp, support + answered, out=np.zeros_like(tp), where=support + answered > 0)
+    scores = (support * f1).sum(1) / support.sum(1)
+    lo, hi = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def format_table(metrics: dict, title: str = "") -> str:
     """A compact per-class table followed by the headline scores."""
     lines = [title] if title else []

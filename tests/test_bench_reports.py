@@ -4,6 +4,7 @@ their prompts), bench/scaling_plot.py (seeds averaged per fraction) and bench/sm
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -43,6 +44,10 @@ def test_error_analysis_lists_wrong_answers_with_prompts(tmp_path):
     text = out.read_text()
     assert "| sad | 2 | 57.1 |" in text and "F1 tfidf" in text  # majority answers sad: precision 2/5, recall 1
     assert "- gold **angry** answered **sad**: 2 (66.7% of all errors)" in text
+    interval = next(line for line in text.splitlines() if line.startswith("| weighted-F1 95% interval"))
+    ranges = [tuple(map(float, r)) for r in re.findall(r"\| (\d+\.\d\d)-(\d+\.\d\d) ", interval)]
+    scores = [100 * json.loads((tmp_path / k / "metrics.json").read_text())["weighted_f1"] for k in ("majority", "tfidf")]
+    assert len(ranges) == 2 and all(lo <= f <= hi for (lo, hi), f in zip(ranges, scores))  # one per row
     shown = [line for line in text.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
     assert len(shown) == 2 and all("answered **sad**" in line for line in shown)
     assert text.count("Please select the emotional label") == 2  # each shown with its prompt
@@ -75,9 +80,13 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     args = ["--dataset", "meld", "--raw-dir", root, "--fraction", "1", "--model", tiny_model_dir,
             "--work", tmp_path / "study", "--train-seed", "7", "--rows", "majority", "tfidf", "utterance",
             "--set", "epochs.plain=1", "--set", "batch_size=2", "--set", "eval.max_records=2"]
+    cut = bench("fraction_study.py", *args, "--set", "stop_after=1")  # as a kill would, then a rerun resumes
+    assert cut.returncode == 1 and "stage plain stopped before its end; rerun" in cut.stderr, cut.stderr
     done = bench("fraction_study.py", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "study" / "results.json").read_text())
+    summary = json.loads((tmp_path / "study" / "utterance@seed7" / "plain" / "summary.json").read_text())
+    assert summary["segment_seconds"] < summary["seconds"] < results["utterance@seed7"]["seconds"]  # both segments
     assert list(results) == ["majority", "tfidf", "utterance@seed7"]  # baselines are not trained: no seed
     assert results["utterance@seed7"]["train_seed"] == 7
     run = tmp_path / "study" / "utterance@seed7"

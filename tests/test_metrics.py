@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from instructerc.labels import LABEL_SETS
-from instructerc.metrics import classification_metrics, format_table, save_confusion_png
+from instructerc.metrics import classification_metrics, format_table, save_confusion_png, weighted_f1_interval
 
 MELD = list(LABEL_SETS["meld"].labels)
 
@@ -55,6 +55,27 @@ def test_perfect_and_empty():
     assert classification_metrics(MELD, MELD, MELD)["weighted_f1"] == 1.0
     with pytest.raises(ValueError):
         classification_metrics([], [], MELD)
+
+
+def test_the_interval_from_the_confusion_matrix_is_the_utterance_bootstrap():
+    """Drawing the confusion matrix's cells (with an answer outside the labels kept as one) gives the
+    percentile interval of resampling the utterances themselves and rescoring them with scikit-learn."""
+    import numpy as np
+
+    golds, preds = sample(300, seed=1)
+    preds[:5] = ["(no answer)"] * 5
+    m = classification_metrics(golds, preds, MELD)
+    lo, hi = weighted_f1_interval(m, resamples=2000, seed=3)
+    rng = np.random.default_rng(4)
+    scores = []
+    for _ in range(2000):
+        idx = rng.integers(0, len(golds), len(golds))
+        scores.append(f1_score([golds[i] for i in idx], [preds[i] for i in idx], labels=MELD,
+                               average="weighted", zero_division=0))
+    ref_lo, ref_hi = np.quantile(scores, [0.025, 0.975])
+    assert lo < m["weighted_f1"] < hi and hi - lo > 0.05
+    assert lo == pytest.approx(ref_lo, abs=0.01) and hi == pytest.approx(ref_hi, abs=0.01)
+    assert weighted_f1_interval(classification_metrics(MELD, MELD, MELD)) == (1.0, 1.0)
 
 
 def test_table_and_picture(tmp_path):
