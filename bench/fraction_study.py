@@ -83,6 +83,10 @@ def prepare(args, kind: str, log: Path) -> Path:
     return out
 
 
+def read_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float:
     seconds = 0.0
     runs: dict[str, Path] = {}
@@ -132,7 +136,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "study.log"
     path = args.work / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = read_results(path)
     for row in args.rows:
         what, kind, how = ROWS[row]
         name = row if row in BASELINES or args.train_seed is None else f"{row}@seed{args.train_seed}"
@@ -146,6 +150,7 @@ def main() -> None:
         else:
             seconds = model_row(args, name, row, data, how, log)
         m = json.loads((args.work / name / "eval" / "metrics.json").read_text())
+        results = read_results(path)  # again: a study of other rows on the same WORK may have added some
         results[name] = {"what": what, "weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"],
                          "macro_f1": m["macro_f1"], "seconds": round(seconds, 1), "fraction": args.fraction,
                          "seed": args.seed, "train_seed": args.train_seed, "model": args.model,

@@ -97,6 +97,34 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
 
 
+def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path, monkeypatch):
+    """Two studies of different rows on the same WORK: a row the other one finished while this one
+    ran stays in results.json (each study used to write back only what it had read at its start)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fraction_study", REPO / "bench" / "fraction_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    work = tmp_path / "study"
+
+    def prepare(args, kind, log):  # meanwhile the other study finishes its row
+        (work / "results.json").write_text(json.dumps({"plain": {"what": "the other study", "weighted_f1": 0.5, "accuracy": 0.5, "seconds": 9}}))
+        return tmp_path / "data"
+
+    def run(cmd, log):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"weighted_f1": 0.3, "accuracy": 0.4, "macro_f1": 0.1}))
+        return 1.0
+
+    monkeypatch.setattr(study, "prepare", prepare)
+    monkeypatch.setattr(study, "run", run)
+    monkeypatch.setattr(sys, "argv", ["fraction_study.py", "--work", str(work), "--rows", "majority"])
+    study.main()
+    results = json.loads((work / "results.json").read_text())
+    assert list(results) == ["plain", "majority"] and results["majority"]["weighted_f1"] == 0.3
+
+
 def test_study_names_an_unknown_dataset_before_writing_anything(tmp_path):
     done = bench("fraction_study.py", "--dataset", "meldx", "--work", tmp_path / "study")
     assert done.returncode == 2 and "invalid choice: 'meldx'" in done.stderr
