@@ -1,13 +1,15 @@
 """Where the errors are (issue 13): per-class F1 beside reference rows (with each row's bootstrap
-interval of weighted-F1), the largest confusions, and a seeded sample of wrong test answers with
-their prompts, as one markdown file.
+interval of weighted-F1), a paired bootstrap of the difference to each reference row whose answers
+are at hand, the largest confusions, and a seeded sample of wrong test answers with their prompts,
+as one markdown file.
 
     python bench/error_analysis.py --data DATA --eval RUNS/meld/full/eval \
         --compare tfidf=RUNS/meld/tfidf/eval --compare knn=RUNS/meld/knn/eval \
         --n 20 --out bench/results/errors_meld_full.md
 
 DATA is the prepared folder the row was evaluated on (its test.jsonl holds the prompts); each
---compare is another eval/baseline output folder of the same test split.
+--compare is another eval/baseline output folder of the same test split. A folder's answers are its
+predictions.jsonl, or the answers.jsonl.gz bench/store_table.py keeps of a stored row.
 """
 
 from __future__ import annotations
@@ -23,14 +25,42 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc.errors import UserError  # noqa: E402
-from instructerc.fileio import read_json, read_jsonl, read_text, write_text  # noqa: E402
-from instructerc.metrics import weighted_f1_interval  # noqa: E402
+from instructerc.fileio import read_json, read_jsonl, write_text  # noqa: E402
+from instructerc.metrics import paired_bootstrap, weighted_f1_interval  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
+
+
+ANSWERS = ("predictions.jsonl", "answers.jsonl.gz")
 
 
 def read_metrics(folder: Path) -> dict:
     """metrics.json of an `instructerc eval` / `baseline` output folder."""
     return read_json(folder / "metrics.json")
+
+
+def read_answers(folder: Path) -> dict[str, dict] | None:
+    """{id: row with gold and pred} of an output folder, or None when neither answers file is there."""
+    for name in ANSWERS:
+        if (folder / name).is_file():
+            return {row["id"]: row for row in read_jsonl(folder / name)}
+    return None
+
+
+def paired_lines(metrics: dict, answers: dict[str, dict], compare: dict[str, dict | None]) -> list[str]:
+    lines = []
+    for name, other in compare.items():
+        if other is None:
+            lines.append(f"- {name}: its answers are not at hand ({' or '.join(ANSWERS)}); only the intervals above")
+            continue
+        if other.keys() != answers.keys():
+            raise UserError(f"--compare {name}: its answers are not of the same test utterances as this row's")
+        ids = sorted(answers)
+        d = paired_bootstrap([answers[i]["gold"] for i in ids], [answers[i]["pred"] for i in ids],
+                             [other[i]["pred"] for i in ids], metrics["labels"])
+        lines.append(f"- this row minus **{name}**: {100 * d['difference']:+.2f} weighted-F1 points, 95% interval "
+                     f"{100 * d['low']:+.2f} to {100 * d['high']:+.2f}; this row ahead in {100 * d['a_ahead']:.1f}% "
+                     f"of {d['resamples']} resamples of the {d['n']} utterances")
+    return lines
 
 
 def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
@@ -94,14 +124,21 @@ def report() -> int:
     ap.add_argument("--out", required=True, type=Path, help="markdown file")
     args = ap.parse_args()
 
-    metrics, preds = read_metrics(args.eval), read_jsonl(args.eval / "predictions.jsonl")
-    compare = {name: read_metrics(Path(folder)) for name, _, folder in (c.partition("=") for c in args.compare)}
+    metrics, answers = read_metrics(args.eval), read_answers(args.eval)
+    if answers is None:
+        raise UserError(f"no answers: neither {' nor '.join(ANSWERS)} is there", path=args.eval)
+    preds = list(answers.values())
+    folders = {name: Path(folder) for name, _, folder in (c.partition("=") for c in args.compare)}
+    compare = {name: read_metrics(folder) for name, folder in folders.items()}
     n_wrong = sum(p["pred"] != p["gold"] for p in preds)
     # relative to the report, so it still points at the picture once both are stored in the repository
     picture = os.path.relpath(args.eval / "confusion.png", args.out.resolve().parent)
     lines = [f"# {args.title or args.eval}", "",
              f"{len(preds)} test utterances, {n_wrong} wrong; confusion matrix: `{picture}`.", "",
              "## Per-class F1", ""] + per_class_table(metrics, compare)
+    if compare:
+        lines += ["", "## Paired bootstrap against each compared row", ""]
+        lines += paired_lines(metrics, answers, {name: read_answers(folder) for name, folder in folders.items()})
     lines += ["", "## Largest confusions", ""] + top_confusions(metrics)
     lines += ["", f"## {min(args.n, n_wrong)} wrong answers (seeded sample, seed {args.seed})", ""]
     lines += wrong_examples(args.data, preds, args.n, args.seed)

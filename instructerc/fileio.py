@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -91,6 +92,11 @@ def read_text(path: str | os.PathLike) -> str:
     if not path.is_file():
         raise UserError("file not found", path=path)
     data = path.read_bytes()
+    if path.suffix == ".gz":  # e.g. the answers bench/store_table.py keeps of each stored row
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise UserError(f"not a complete gzip file ({e})", path=path) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

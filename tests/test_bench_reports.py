@@ -3,6 +3,7 @@ their prompts), bench/scaling_plot.py (seeds averaged per fraction) and bench/sm
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from instructerc.cli import main
+from instructerc.fileio import read_jsonl
 from instructerc.records import save_records
 from train_fixtures import LABELS, record
 
@@ -52,6 +54,19 @@ def test_error_analysis_lists_wrong_answers_with_prompts(tmp_path):
     assert len(shown) == 2 and all("answered **sad**" in line for line in shown)
     assert text.count("Please select the emotional label") == 2  # each shown with its prompt
     assert "confusion matrix: `majority/confusion.png`" in text  # relative: still right once stored
+    assert re.search(r"- this row minus \*\*tfidf\*\*: [+-]\d+\.\d\d weighted-F1 points, 95% interval "
+                     r"[+-]\d+\.\d\d to [+-]\d+\.\d\d; this row ahead in \d+\.\d% of 2000 resamples of the 5 utterances", text)
+
+    # a stored row: answers.jsonl.gz instead of predictions.jsonl; a reference row without answers is named
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    (stored / "metrics.json").write_bytes((tmp_path / "majority" / "metrics.json").read_bytes())
+    (stored / "answers.jsonl.gz").write_bytes(gzip.compress((tmp_path / "majority" / "predictions.jsonl").read_bytes()))
+    (tmp_path / "tfidf" / "predictions.jsonl").unlink()
+    done = bench("error_analysis.py", "--data", data, "--eval", stored, "--compare", f"tfidf={tmp_path / 'tfidf'}",
+                 "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "- tfidf: its answers are not at hand" in out.read_text() and "answered **sad**" in out.read_text()
 
     other = tmp_path / "other"
     other.mkdir()
@@ -167,7 +182,8 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
         metrics = {"weighted_f1": f1, "accuracy": f1 + 0.1, "macro_f1": f1 - 0.1}
         (work / study / name / "eval").mkdir(parents=True)
         (work / study / name / "eval" / "metrics.json").write_text(json.dumps(metrics))
-        (work / study / name / "eval" / "predictions.jsonl").write_text("{}\n")
+        (work / study / name / "eval" / "predictions.jsonl").write_text(
+            json.dumps({"id": "m/0/0/erc", "gold": "sad", "pred": "joyful", "probs": {"sad": 0.4}}) + "\n")
         for stage in stages:
             (work / study / name / stage / "checkpoints").mkdir(parents=True)
             for f in ("summary.json", "metrics.jsonl", "config.yaml", "train.log"):
@@ -194,6 +210,10 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     assert "meld_1/cut_off/joint/metrics.jsonl" in stored and "meld_1/cut_off/joint/config.yaml" in stored
     assert "meld_1/cut_off/joint/train.log" in stored
     assert not [p for p in stored if "predictions" in p or "checkpoints" in p or "half_done" in p]
+    answers = out / "meld_1" / "tfidf" / "eval" / "answers.jsonl.gz"  # id, gold and answer only, for paired tests
+    assert read_jsonl(answers) == [{"id": "m/0/0/erc", "gold": "sad", "pred": "joyful"}]
+    before = answers.read_bytes()
+    assert bench("store_table.py", work, "--out", out).returncode == 0 and answers.read_bytes() == before
 
     table = bench("results_table.py", *sorted(out.glob("*/*/eval/metrics.json")))
     assert table.returncode == 0, table.stderr
@@ -205,6 +225,10 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
 
     empty = bench("store_table.py", tmp_path / "nothing", "--out", tmp_path / "x")
     assert empty.returncode == 1 and "no study with a results.json" in empty.stderr and not (tmp_path / "x").exists()
+    (work / "meld_1" / "tfidf" / "eval" / "predictions.jsonl").write_text('{"id": "a", "gold": "sad", "pred": "sad"}\n{"id": "b"}\n')
+    unanswered = bench("store_table.py", work, "--out", tmp_path / "w")
+    assert unanswered.returncode == 1 and "predictions.jsonl, row 2: a prediction needs id, gold and pred" in unanswered.stderr
+    assert not (tmp_path / "w").exists()
     (work / "meld_1" / "results.json").write_text("{")
     broken = bench("store_table.py", work, "--out", tmp_path / "y")
     assert broken.returncode == 1 and "results.json: not valid JSON" in broken.stderr and not (tmp_path / "y").exists()

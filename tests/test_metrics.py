@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from instructerc.labels import LABEL_SETS
-from instructerc.metrics import classification_metrics, format_table, save_confusion_png, weighted_f1_interval
+from instructerc.metrics import (classification_metrics, format_table, paired_bootstrap, save_confusion_png,
+                                 weighted_f1_interval)
 
 MELD = list(LABEL_SETS["meld"].labels)
 
@@ -76,6 +77,29 @@ def test_the_interval_from_the_confusion_matrix_is_the_utterance_bootstrap():
     assert lo < m["weighted_f1"] < hi and hi - lo > 0.05
     assert lo == pytest.approx(ref_lo, abs=0.01) and hi == pytest.approx(ref_hi, abs=0.01)
     assert weighted_f1_interval(classification_metrics(MELD, MELD, MELD)) == (1.0, 1.0)
+
+
+def test_the_paired_bootstrap_resamples_utterances_for_both_rows_at_once():
+    import numpy as np
+
+    golds, better = sample(400, seed=2)
+    worse = [p if i % 3 else "neutral" for i, p in enumerate(better)]
+    worse[:3] = ["(no answer)"] * 3
+    d = paired_bootstrap(golds, better, worse, MELD, resamples=2000, seed=5)
+    gap = f1_score(golds, better, labels=MELD, average="weighted", zero_division=0) - \
+        f1_score(golds, worse, labels=MELD, average="weighted", zero_division=0)
+    assert d["difference"] == pytest.approx(gap) and d["n"] == 400
+    rng, diffs = np.random.default_rng(6), []
+    for _ in range(2000):
+        idx = rng.integers(0, 400, 400)
+        g = [golds[i] for i in idx]
+        diffs.append(f1_score(g, [better[i] for i in idx], labels=MELD, average="weighted", zero_division=0)
+                     - f1_score(g, [worse[i] for i in idx], labels=MELD, average="weighted", zero_division=0))
+    assert d["low"] == pytest.approx(np.quantile(diffs, 0.025), abs=0.01)
+    assert d["high"] == pytest.approx(np.quantile(diffs, 0.975), abs=0.01)
+    assert d["a_ahead"] == pytest.approx(np.mean(np.array(diffs) > 0), abs=0.02)
+    same = paired_bootstrap(golds, better, better, MELD)
+    assert (same["difference"], same["low"], same["high"], same["a_ahead"]) == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_table_and_picture(tmp_path):
