@@ -99,14 +99,16 @@ def weighted_f1_of_counts(counts):
 
 
 def format_table(metrics: dict, title: str = "") -> str:
-    """A compact per-class table followed by the headline scores."""
+    """A compact per-class table followed by the headline scores, weighted-F1 with its interval over
+    the scored utterances: how much of a gap between two rows the test split can tell apart."""
     lines = [title] if title else []
     lines.append(f"{'label':<12}{'prec':>7}{'rec':>7}{'f1':>7}{'support':>9}")
     for lab, m in metrics["per_class"].items():
         lines.append(f"{lab:<12}{m['precision']:>7.3f}{m['recall']:>7.3f}{m['f1']:>7.3f}{m['support']:>9d}")
+    lo, hi = weighted_f1_interval(metrics)
     lines.append(
-        f"weighted-F1 {metrics['weighted_f1'] * 100:.2f}  accuracy {metrics['accuracy'] * 100:.2f}  "
-        f"macro-F1 {metrics['macro_f1'] * 100:.2f}  (n={metrics['counts']['n']})"
+        f"weighted-F1 {metrics['weighted_f1'] * 100:.2f} (95% bootstrap interval {lo * 100:.2f}-{hi * 100:.2f})  "
+        f"accuracy {metrics['accuracy'] * 100:.2f}  macro-F1 {metrics['macro_f1'] * 100:.2f}  (n={metrics['counts']['n']})"
     )
     return "\n".join(lines)
 

@@ -107,6 +107,7 @@ def test_table_and_picture(tmp_path):
     m = classification_metrics(golds, preds, MELD)
     table = format_table(m, "meld test")
     assert table.splitlines()[0] == "meld test" and all(lab in table for lab in MELD)
-    assert f"{m['weighted_f1'] * 100:.2f}" in table
+    lo, hi = weighted_f1_interval(m)
+    assert f"weighted-F1 {m['weighted_f1'] * 100:.2f} (95% bootstrap interval {lo * 100:.2f}-{hi * 100:.2f})" in table
     save_confusion_png(m, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
