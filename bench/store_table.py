@@ -58,8 +58,8 @@ def store(work: Path, out: Path) -> list[Path]:
     for results, rows in studies:
         if not isinstance(rows, dict):
             raise UserError("not a results table: expected an object of rows by name", path=results)
-    answers = {out / r.parent.name / row / "eval" / ANSWERS: answers_of(r.parent / row / "eval" / "predictions.jsonl")
-               for r, rows in studies for row in rows if (r.parent / row / "eval" / "predictions.jsonl").exists()}
+    predictions = [r.parent / row / "eval" / "predictions.jsonl" for r, rows in studies for row in rows]
+    answers = {p.parent: answers_of(p) for p in predictions if p.exists()}
     for results, rows in studies:
         study = results.parent
         copy(results, out / study.name / "results.json")
@@ -67,9 +67,10 @@ def store(work: Path, out: Path) -> list[Path]:
             for name in ROW_FILES:
                 if (study / row / name).exists():
                     copy(study / row / name, out / study.name / row / name)
-            if (dst := out / study.name / row / "eval" / ANSWERS) in answers:
+            if study / row / "eval" in answers:
+                dst = out / study.name / row / "eval" / ANSWERS
                 with atomic_path(dst) as tmp:
-                    tmp.write_bytes(answers[dst])
+                    tmp.write_bytes(answers[study / row / "eval"])
                 copied.append(dst)
         # metrics.jsonl marks a stage, not summary.json: that comes only at a stage's end, and a stage
         # that stopped (its row not in results.json yet) still has a dev curve worth keeping
