@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 
+import numpy as np
+from sklearn.base import clone
+
+from instructerc.baselines import tfidf_model
 from instructerc.cli import main
 from instructerc.fileio import read_jsonl
 from instructerc.records import PromptRecord, save_records
@@ -83,13 +88,6 @@ def test_tfidf_reads_the_utterance_alone(tmp_path):
 
 def test_tfidf_fit_reaches_the_optimum():
     """Noisy labels at the grid's largest C: a fit stopped early gives answers that shift with BLAS threads."""
-    import random
-
-    import numpy as np
-    from sklearn.base import clone
-
-    from instructerc.baselines import tfidf_model
-
     rng = random.Random(0)
     vocab = [f"w{i}" for i in range(300)]
     train = [replace(record("erc", i, rng.choice(LABELS), LABELS), utterance=" ".join(rng.choices(vocab, k=rng.randint(3, 12))))
