@@ -55,7 +55,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--embedding-cache", default=str(default_cache_dir()), metavar="DIR",
                    help="where embeddings are cached, by encoder and text hash (default: %(default)s)")
     g.add_argument("--no-embedding-cache", action="store_true", help="neither read nor write the embedding cache")
-    g.add_argument("--embedding-batch-size", type=int, default=64, metavar="B",
+    g.add_argument("--embedding-batch-size", type=int, default=16, metavar="B",
                    help="texts per encoder forward pass (default: %(default)s)")
 
 
@@ -66,7 +66,7 @@ class RetrievalOptions:
     max_per_label: int = 0  # 0: no cap
     min_similarity: float | None = None
     cache_dir: str | None = str(default_cache_dir())  # None: no cache
-    batch_size: int = 64
+    batch_size: int = 16  # rows of every encoder pass (see `encode`)
 
     def __post_init__(self):
         if self.k < 0:
@@ -133,13 +133,25 @@ def load_encoder(model_dir: Path):
 
 
 def encode(model, texts: Sequence[str], batch_size: int) -> np.ndarray:
-    """L2-normalised embeddings, batched; texts of similar length share a batch to cut padding."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    """L2-normalised embeddings, batched; a batch holds texts of one token length only.
+
+    A batch's shape changes its texts' embeddings in their last bits (oneDNN picks other kernels
+    for other shapes), so a text would embed differently with other batch-mates: a cache filled by
+    a killed run and completed by its rerun would then rank near-tied demonstrations differently
+    from an uninterrupted run. So every call has one shape per token length: no padding, and a
+    short batch is filled up to `batch_size` rows with copies of its last text."""
+    lengths = model.tokenize(list(texts))["attention_mask"].sum(dim=1).tolist() if texts else []
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size or lengths[order[end]] != lengths[order[start]]:
+            batches.append(order[start:end])
+            start = end
     out = [None] * len(texts)
     with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            vectors = model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
+        for idx in batches:
+            rows = [texts[i] for i in idx] + [texts[idx[-1]]] * (batch_size - len(idx))
+            vectors = model.encode(rows, batch_size=batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True, show_progress_bar=False)
             for i, v in zip(idx, vectors):
                 out[i] = v

@@ -202,6 +202,16 @@ def test_second_call_computes_nothing(opts, monkeypatch, tmp_path):
     assert third.manifest["cache"]["misses"] == 1
 
 
+def test_a_text_embeds_the_same_whatever_shares_its_pass(encoder):
+    """A cache completed piecewise (a killed run, then its rerun) must hold the vectors one pass
+    over all texts gives, bit for bit, or near-tied demonstrations rank differently."""
+    texts = sorted(ALL_TEXTS) + ["Yes.", "No!", "Okay.", "What?", "Oh my God!", "Fine."]
+    whole = retrieval.encode(encoder, texts, batch_size=4)
+    for part in (texts[::2], texts[1::3], texts[-5:]):
+        rows = [texts.index(t) for t in part]
+        assert np.array_equal(retrieval.encode(encoder, part, batch_size=4), whole[rows])
+
+
 def test_no_cache_writes_nothing(opts, tmp_path):
     res = retrieval.retrieve(TRAIN, DEV, replace(opts, cache_dir=None))
     assert res.manifest["cache"]["dir"] is None and not (tmp_path / "cache").exists()
