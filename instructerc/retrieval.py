@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sys
 import time
 import uuid
@@ -140,13 +141,13 @@ def encode(model, texts: Sequence[str], batch_size: int) -> np.ndarray:
     a killed run and completed by its rerun would then rank near-tied demonstrations differently
     from an uninterrupted run. So every call has one shape per token length: no padding, and a
     short batch is filled up to `batch_size` rows with copies of its last text."""
-    lengths = model.tokenize(list(texts))["attention_mask"].sum(dim=1).tolist() if texts else []
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    batches, start = [], 0
-    for end in range(1, len(order) + 1):
-        if end == len(order) or end - start == batch_size or lengths[order[end]] != lengths[order[start]]:
-            batches.append(order[start:end])
-            start = end
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # older sentence-transformers: tokenize only
+    lengths = tokenize(list(texts))["attention_mask"].sum(dim=1).tolist() if texts else []
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    batches = []
+    for _, same_length in itertools.groupby(order, key=lengths.__getitem__):
+        same_length = list(same_length)
+        batches += [same_length[i:i + batch_size] for i in range(0, len(same_length), batch_size)]
     out = [None] * len(texts)
     with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
         for idx in batches:
