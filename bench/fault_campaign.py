@@ -118,7 +118,11 @@ def build_workspace(ws: Path) -> dict:
     wheelhouse(ws / "wheels", model)
     # a process group of this process's own (a test that trained in-process) must not be joined
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INSTRUCTERC_HOME": str(ws / "home")})
+    # One thread: with two, the first bf16 forward of a process came out different in its last bits
+    # in about 1 of 4 processes on an AMX CPU (the same inputs and weights; none in fp32 or with one
+    # thread), so a rerun could differ from the uninterrupted run for reasons of torch's, not ours.
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INSTRUCTERC_HOME": str(ws / "home"),
+                "OMP_NUM_THREADS": "1"})
     prepared = ws / "prepared"
     for cmd in (cli("prepare", "--dataset", "meld", "--raw-dir", ws / "small", "--out", prepared, "--demonstrations", "2"),
                 cli("train", "--stage", "speaker", "--data", prepared, "--model", model, "--out", ws / "run",

@@ -25,6 +25,8 @@ COMMANDS = {
     "export": ("instructerc.export", "merge a LoRA adapter into its base model: a standalone Hugging Face folder"),
     "model": ("instructerc.models", "fetch and convert base models (model pull NAME)"),
 }
+# the commands whose time goes into torch: run under tcmalloc when there is one (allocator.py)
+COMPUTE = {"prepare", "train", "eval", "infer", "baseline", "predict", "export"}
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -45,6 +47,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and next((a for a in sys.argv[1:] if a in COMMANDS), None) in COMPUTE:
+        from instructerc.allocator import restart_with_tcmalloc
+
+        restart_with_tcmalloc()  # returns only when no restart is due
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from instructerc import allocator
 from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_checkpoint
 from instructerc.errors import Stopped, UserError
 from instructerc.fileio import write_json, write_text
@@ -467,7 +468,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     run.log(f"stage {stage}: {len(examples)} train examples ({', '.join(f'{t} x{w:g}' for t, w in task_weight.items())}), "
             f"{len(dev_records)} dev; batch {cfg['batch_size']} over {world} rank(s) in {units}; "
             f"{epochs} epoch(s) x {steps_per_epoch} steps; zero {cfg['zero_stage']}, {'bf16' if bf16 else 'fp32'}, "
-            f"{torch.get_num_threads()} threads/rank; {sum(e.truncated for e in examples)} prompts truncated "
+            f"{torch.get_num_threads()} threads/rank, malloc {allocator.in_use()}; {sum(e.truncated for e in examples)} prompts truncated "
             f"to {cfg['max_length']} tokens")
     for key, (before, after) in allowed.items():
         if key != "stop_after":
@@ -612,7 +613,7 @@ def finish(run: Run, progress: Progress, seconds: float, segment_seconds: float)
                "tokens_per_s": progress.tokens / progress.step_seconds if progress.step_seconds else 0.0,
                "computed_tokens_per_s": progress.computed / progress.step_seconds if progress.step_seconds else 0.0,
                "step_seconds": progress.step_seconds, "seconds": seconds, "segment_seconds": segment_seconds,
-               "best": progress.best, "adapter_sha256": digest, **peak_memory()}
+               "best": progress.best, "adapter_sha256": digest, "allocator": allocator.in_use(), **peak_memory()}
     if run.rank == 0:
         save_adapter(run.engine.module, run.out / "final", {"stage": run.stage, "step": progress.global_step, "sha256": digest},
                      run.tokenizer)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from instructerc import batching, cli
+from instructerc import allocator, batching, cli
 from instructerc.errors import UserError
 from instructerc.models import answer_ids, load_model, load_tokenizer, prompt_ids
 from instructerc.train import free_port, train
@@ -361,6 +361,8 @@ def test_sigterm_and_sigint_checkpoint_then_resume_to_the_same_adapter(tmp_path,
     assert done.returncode == 0, done.stderr[-2000:]
     cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert cut["steps"] == whole["steps"] and cut["adapter_sha256"] == whole["adapter_sha256"]
+    # the command line ran under tcmalloc where there is one (this test process runs the system malloc)
+    assert cut["allocator"] == ("tcmalloc" if allocator.find_tcmalloc() else "system")
 
 
 def test_resume_with_changed_settings_is_refused(tmp_path, data_dir, tiny_model_dir):
