@@ -3,7 +3,7 @@
 A CPU training step of a small model spends much of its time allocating: torch and oneDNN ask
 for and free many short-lived buffers, and glibc's malloc hands the large ones back to the
 kernel each time. py-spy put about half of a SmolLM2 LoRA step inside allocation on glibc;
-with tcmalloc the same steps ran about 1.5x faster (BENCHMARKS.md, bench/bench_allocator.py).
+with tcmalloc the same steps ran 1.39x faster (BENCHMARKS.md, bench/bench_allocator.py).
 
 An allocator can only be swapped before the process starts, so `instructerc train|eval|...`
 restarts itself once with tcmalloc in LD_PRELOAD (same pid, same arguments) and says so in
@@ -76,9 +76,8 @@ def restart_with_tcmalloc() -> None:
     Call it first thing: whatever was done before is done again."""
     choice = os.environ.get(ENV, "auto")
     if choice not in ("auto", "system") and not os.path.isfile(choice):
-        print(f"instructerc: {ENV}={choice} is neither auto, system nor a library file; using the system malloc",
-              file=sys.stderr)
-        return
+        print(f"instructerc: error: {ENV}={choice} is neither auto, system nor a library file", file=sys.stderr)
+        sys.exit(2)
     env = restart_env(dict(os.environ), in_use(), find_tcmalloc() if choice == "auto" else None)
     if env is None:
         return

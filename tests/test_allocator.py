@@ -66,4 +66,6 @@ def test_the_restarted_process_runs_under_tcmalloc_and_a_bad_choice_is_one_line(
     assert run().stdout.split() == ["tcmalloc"]
     assert run(INSTRUCTERC_MALLOC="system").stdout.split() == ["system"]
     bad = run(INSTRUCTERC_MALLOC=str(tmp_path / "nope.so"))
-    assert bad.stdout.split() == ["system"] and "neither auto, system nor a library file" in bad.stderr
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"instructerc: error: INSTRUCTERC_MALLOC={tmp_path / 'nope.so'} "
+                                               "is neither auto, system nor a library file"]
