@@ -14,7 +14,6 @@ process's peak resident memory. The ratio is system / tcmalloc: above 1, tcmallo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc.allocator import find_tcmalloc  # noqa: E402
-from instructerc.fileio import write_json  # noqa: E402
+from instructerc.fileio import read_jsonl, write_json  # noqa: E402
 
 ARMS = {"system": "system", "tcmalloc": "auto"}
 
@@ -46,8 +45,7 @@ def train_once(args, arm: str, out: Path) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{arm}: training failed:\n{err.read_text(errors='replace')[-2000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r["seconds"] for r in rows if "seconds" in r and r.get("step", 0) > 2]
+    steps = [r["seconds"] for r in read_jsonl(out / "metrics.jsonl") if "seconds" in r and r.get("step", 0) > 2]
     log = (out / "train.log").read_text()
     return {"arm": arm, "mean_step_s": statistics.mean(steps), "steps_timed": len(steps),
             "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3), "wall_s": round(time.perf_counter() - t0, 1),

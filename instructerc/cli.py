@@ -29,6 +29,11 @@ COMMANDS = {
 COMPUTE = {"prepare", "train", "eval", "infer", "baseline", "predict", "export"}
 
 
+def chosen(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the launcher's --local_rank may come first)."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instructerc",
@@ -38,7 +43,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     # The deepspeed launcher puts --local_rank=N before the subcommand.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    wanted = next((a for a in argv if a in COMMANDS), None)
+    wanted = chosen(argv)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == wanted:  # only the chosen stage's module is imported
@@ -47,7 +52,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and next((a for a in sys.argv[1:] if a in COMMANDS), None) in COMPUTE:
+    if argv is None and chosen(sys.argv[1:]) in COMPUTE:
         from instructerc.allocator import restart_with_tcmalloc
 
         restart_with_tcmalloc()  # returns only when no restart is due
