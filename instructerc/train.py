@@ -92,6 +92,7 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "gloo":
+            use_own_build_folder()
             warn_stale_build_locks()
         # rank 0 scores the dev split while the others wait: on CPU that outlasts the 30-minute default
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=under_mpi, verbose=False,
@@ -105,15 +106,27 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def use_own_build_folder() -> None:
+    """Give this Python environment its own folder for DeepSpeed's JIT-built CPU comm op.
+
+    torch's default folder is keyed on the Python version alone, so two virtual environments (a
+    checkout's and a CI clone's) rebuilt the op over each other on every switch: ~25 s of compiling and
+    a lock window per switch (~/.cache/torch_extensions/*/deepspeed_shm_comm/.ninja_log here: 20 builds
+    in 11 hours, alternating between two command hashes). A TORCH_EXTENSIONS_DIR the user set wins."""
+    import hashlib
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if not os.environ.get("TORCH_EXTENSIONS_DIR"):
+        digest = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:12]
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(get_default_build_root()) / f"env-{digest}")
+
+
 def warn_stale_build_locks() -> None:
     """DeepSpeed JIT-builds its CPU comm op under a file lock; a run killed mid-build leaves the lock
     and every later run waits on it without a word. Say so before the wait can start."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    # torch builds into $TORCH_EXTENSIONS_DIR/NAME, else into <default root>/<python+cuda tag>/NAME
-    custom = os.environ.get("TORCH_EXTENSIONS_DIR")
-    pattern = "deepspeed_shm_comm/lock" if custom else "*/deepspeed_shm_comm/lock"
-    for lock in Path(custom or get_default_build_root()).glob(pattern):
+    # torch builds into $TORCH_EXTENSIONS_DIR/NAME, set by use_own_build_folder when the user did not
+    for lock in Path(os.environ["TORCH_EXTENSIONS_DIR"]).glob("deepspeed_shm_comm/lock"):
         print(f"instructerc: {lock} exists: another run is building DeepSpeed's CPU comm op, or a killed "
               f"run left it; if this run hangs here and no other run is going, delete that file", file=sys.stderr)
 

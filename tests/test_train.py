@@ -619,6 +619,21 @@ def test_a_leftover_deepspeed_build_lock_is_named(tmp_path, monkeypatch, capsys)
     assert str(lock) in err and "delete that file" in err and err.count("\n") == 1
 
 
+def test_each_python_environment_builds_the_comm_op_in_its_own_folder(tmp_path, monkeypatch):
+    from instructerc.train import use_own_build_folder
+
+    folders = []
+    for prefix in (tmp_path / "venv_a", tmp_path / "venv_b", tmp_path / "venv_a"):
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+        monkeypatch.setattr(sys, "prefix", str(prefix))
+        use_own_build_folder()
+        folders.append(os.environ["TORCH_EXTENSIONS_DIR"])
+    assert folders[0] != folders[1] and folders[0] == folders[2]
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
+    use_own_build_folder()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "mine")
+
+
 def test_bad_input_is_one_line(tmp_path, capsys, data_dir, tiny_model_dir):
     erc_only = write_data(tmp_path / "erc_only", tasks=("erc",))
     old = write_data(tmp_path / "old")
