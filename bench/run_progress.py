@@ -21,12 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc import batching, models  # noqa: E402
+from instructerc.errors import UserError  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 from instructerc.train import stage_task_weights  # noqa: E402
 
 
-def main() -> None:
+def main() -> int:
+    try:
+        return report()
+    except UserError as e:  # e.g. the run's model not pulled in this INSTRUCTERC_HOME
+        print(f"run_progress: error: {e}", file=sys.stderr)
+        return 2
+
+
+def report() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
     p.add_argument("--json", type=Path)
@@ -64,7 +73,8 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.json:
         write_json(args.json, result)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
