@@ -93,7 +93,7 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "gloo":
             use_own_build_folder()
-            warn_stale_build_locks()
+            clear_stale_build_locks()
         # rank 0 scores the dev split while the others wait: on CPU that outlasts the 30-minute default
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=under_mpi, verbose=False,
                                    timeout=timedelta(hours=4))
@@ -122,13 +122,29 @@ def use_own_build_folder() -> None:
         os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(get_default_build_root()) / f"env-{digest}")
 
 
-def warn_stale_build_locks() -> None:
+# The op compiles in under a minute here (~25 s); a lock much older than that has no builder behind it.
+STALE_BUILD_LOCK_S = 600
+
+
+def clear_stale_build_locks(now: float | None = None) -> None:
     """DeepSpeed JIT-builds its CPU comm op under a file lock; a run killed mid-build leaves the lock
-    and every later run waits on it without a word. Say so before the wait can start."""
+    and every later run waits on it without a word. Remove a lock older than any build takes; name a
+    younger one, which may be another run's build in progress."""
+    now = time.time() if now is None else now
     # torch builds into $TORCH_EXTENSIONS_DIR/NAME, set by use_own_build_folder when the user did not
     for lock in Path(os.environ["TORCH_EXTENSIONS_DIR"]).glob("deepspeed_shm_comm/lock"):
-        print(f"instructerc: {lock} exists: another run is building DeepSpeed's CPU comm op, or a killed "
-              f"run left it; if this run hangs here and no other run is going, delete that file", file=sys.stderr)
+        try:
+            age = now - lock.stat().st_mtime
+            if age > STALE_BUILD_LOCK_S:
+                lock.unlink()
+                print(f"instructerc: removed {lock}, left {age / 60:.0f} min ago by a run killed while "
+                      f"building DeepSpeed's CPU comm op; this run builds it again", file=sys.stderr)
+                continue
+        except FileNotFoundError:  # another run starting beside this one removed it first
+            continue
+        print(f"instructerc: {lock} exists: another run is building DeepSpeed's CPU comm op, or a run "
+              f"killed in the last {STALE_BUILD_LOCK_S // 60} min left it; if this run hangs here and no "
+              f"other run is going, delete that file", file=sys.stderr)
 
 
 def free_port() -> int:

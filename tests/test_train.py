@@ -605,18 +605,25 @@ def _cli(capsys, *argv):
     return code, err
 
 
-def test_a_leftover_deepspeed_build_lock_is_named(tmp_path, monkeypatch, capsys):
-    from instructerc.train import warn_stale_build_locks
+def test_a_young_build_lock_is_named_and_an_old_one_removed(tmp_path, monkeypatch, capsys):
+    import time
+
+    from instructerc.train import STALE_BUILD_LOCK_S, clear_stale_build_locks
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    warn_stale_build_locks()
+    clear_stale_build_locks()
     assert capsys.readouterr().err == ""
     lock = tmp_path / "deepspeed_shm_comm" / "lock"
     lock.parent.mkdir(parents=True)
     lock.touch()
-    warn_stale_build_locks()
+    # a build may be going on: the lock stays, and the user is told which file to delete if it hangs
+    clear_stale_build_locks()
     err = capsys.readouterr().err
-    assert str(lock) in err and "delete that file" in err and err.count("\n") == 1
+    assert lock.exists() and str(lock) in err and "delete that file" in err and err.count("\n") == 1
+    # older than any build: no builder is behind it
+    clear_stale_build_locks(now=time.time() + STALE_BUILD_LOCK_S + 60)
+    err = capsys.readouterr().err
+    assert not lock.exists() and f"removed {lock}" in err and err.count("\n") == 1
 
 
 def test_each_python_environment_builds_the_comm_op_in_its_own_folder(tmp_path, monkeypatch):
