@@ -59,7 +59,8 @@ def knn_predictions(records: list[PromptRecord], fallback: str, k: int | None = 
 def dev_f1(preds: list[Prediction]) -> float:
     from sklearn.metrics import f1_score
 
-    return round(float(f1_score([p.gold for p in preds], [p.pred for p in preds], average="weighted")), 6)
+    golds, answers = [p.gold for p in preds], [p.pred for p in preds]
+    return round(float(f1_score(golds, answers, average="weighted", zero_division=0)), 6)
 
 
 def pick_on_dev(options, score) -> tuple[object, dict]:
