@@ -132,16 +132,16 @@ def clear_stale_build_locks(now: float | None = None) -> None:
     younger one, which may be another run's build in progress."""
     now = time.time() if now is None else now
     # torch builds into $TORCH_EXTENSIONS_DIR/NAME, set by use_own_build_folder when the user did not
-    for lock in Path(os.environ["TORCH_EXTENSIONS_DIR"]).glob("deepspeed_shm_comm/lock"):
-        try:
-            age = now - lock.stat().st_mtime
-            if age > STALE_BUILD_LOCK_S:
-                lock.unlink()
-                print(f"instructerc: removed {lock}, left {age / 60:.0f} min ago by a run killed while "
-                      f"building DeepSpeed's CPU comm op; this run builds it again", file=sys.stderr)
-                continue
-        except FileNotFoundError:  # another run starting beside this one removed it first
-            continue
+    lock = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "deepspeed_shm_comm" / "lock"
+    try:
+        age = now - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_BUILD_LOCK_S:
+        lock.unlink(missing_ok=True)  # a run starting beside this one may remove it first
+        print(f"instructerc: removed {lock}, left {age / 60:.0f} min ago by a run killed while building "
+              f"DeepSpeed's CPU comm op; this run builds it again", file=sys.stderr)
+    else:
         print(f"instructerc: {lock} exists: another run is building DeepSpeed's CPU comm op, or a run "
               f"killed in the last {STALE_BUILD_LOCK_S // 60} min left it; if this run hangs here and no "
               f"other run is going, delete that file", file=sys.stderr)
