@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from instructerc import batching, models  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
-from instructerc.train import STAGES, free_port, train  # noqa: E402
+from instructerc.train import STAGES, train, train_command  # noqa: E402
 from instructerc.train_config import grad_accum, resolve_config  # noqa: E402
 
 
@@ -144,10 +144,8 @@ def main() -> int:
         result["bare_loop"] = {"tokens_per_s": tps_bare, "step_seconds": secs_bare, "tokens": tokens}
         result["trainer_over_bare_step_time"] = secs / secs_bare
         # 3. two ranks
-        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "2",
-               "instructerc", "train",
-               "--stage", args.stage, "--data", str(args.data), "--model", str(args.model),
-               "--out", str(work / "two"), "--config", str(args.config)]
+        cmd = train_command(2) + ["--stage", args.stage, "--data", str(args.data), "--model", str(args.model),
+                                  "--out", str(work / "two"), "--config", str(args.config)]
         for s in args.overrides + [f"stop_after={args.steps}", "log_every=1", "checkpoint_every=0"]:
             cmd += ["--set", s]
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc.fileio import write_json  # noqa: E402
-from instructerc.train import free_port  # noqa: E402
+from instructerc.train import train_command  # noqa: E402
 
 VARIANTS = {
     "a": ("packing none, fp32, 1 process", 1, ["packing=none", "precision=fp32"]),
@@ -48,13 +48,6 @@ VARIANTS = {
     "c": ("packing dialogue, bf16, 1 process", 1, ["packing=dialogue", "precision=bf16"]),
     "d": ("packing dialogue, bf16, 2 ranks x 1 thread", 2, ["packing=dialogue", "precision=bf16"]),
 }
-
-
-def train_cmd(ranks: int) -> list[str]:
-    if ranks == 1:
-        return [sys.executable, "-m", "instructerc", "train"]
-    launcher = str(Path(sys.executable).parent / "deepspeed")
-    return [launcher, "--master_port", str(free_port()), "--num_gpus", str(ranks), "--module", "instructerc", "train"]
 
 
 def run(cmd: list, log: Path) -> float:
@@ -102,7 +95,7 @@ def main() -> None:
     if speaker is None:
         speaker = args.work / "speaker"
         if not (speaker / "summary.json").exists():
-            result["speaker_seconds"] = run(train_cmd(2) + ["--stage", "speaker", "--out", speaker, *common], log)
+            result["speaker_seconds"] = run(train_command(2) + ["--stage", "speaker", "--out", speaker, *common], log)
     for name in args.variants:
         what, ranks, extra = VARIANTS[name]
         out = args.work / f"joint_{name}"
@@ -111,7 +104,7 @@ def main() -> None:
             (out / "metrics.jsonl").exists() and len(step_rows(out)) >= want
         if not done:
             shutil.rmtree(out, ignore_errors=True)
-            cmd = train_cmd(ranks) + ["--stage", "joint", "--out", out, "--init-adapter", speaker, *common]
+            cmd = train_command(ranks) + ["--stage", "joint", "--out", out, "--init-adapter", speaker, *common]
             for s in extra + ([f"stop_after={want}"] if want else []):
                 cmd += ["--set", s]
             result["variants"][name] = {"wall_seconds": run(cmd, log)}

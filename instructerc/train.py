@@ -153,6 +153,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def train_command(ranks: int = 1) -> list[str]:
+    """The command line that starts `instructerc train` in this Python: one process, or `ranks` ranks
+    under the deepspeed launcher (on a CPU, one thread each unless OMP_NUM_THREADS says otherwise)."""
+    if ranks == 1:
+        return [sys.executable, "-m", "instructerc", "train"]
+    launcher = str(Path(sys.executable).parent / "deepspeed")
+    return [launcher, "--master_port", str(free_port()), "--num_gpus", str(ranks), "--module", "instructerc", "train"]
+
+
 def precision(cfg: dict) -> str:
     """bf16 or fp32 for this run. `auto` takes bf16 only where the hardware computes it natively
     (`models.bf16_is_fast`); bf16 then means bf16 base weights and autocast, with the LoRA weights,

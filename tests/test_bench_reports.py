@@ -140,6 +140,35 @@ def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path,
     assert list(results) == ["plain", "majority"] and results["majority"]["weighted_f1"] == 0.3
 
 
+def test_study_trains_in_ranks_under_the_deepspeed_launcher_and_scores_in_one_process(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fraction_study", REPO / "bench" / "fraction_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    commands = []
+
+    def run(cmd, log):  # each stage ends as a finished run would: its summary, then the test metrics
+        commands.append([str(c) for c in cmd])
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({"seconds": 2.0}))
+        (out / "metrics.json").write_text(json.dumps({"weighted_f1": 0.3, "accuracy": 0.4, "macro_f1": 0.1}))
+        return 1.0
+
+    monkeypatch.setattr(study, "prepare", lambda args, kind, log: tmp_path / "data")
+    monkeypatch.setattr(study, "run", run)
+    monkeypatch.setattr(sys, "argv", ["fraction_study.py", "--work", str(tmp_path / "study"), "--rows", "no-predict",
+                                      "--ranks", "2"])
+    study.main()
+    speaker, joint, score = commands
+    for cmd in (speaker, joint):
+        assert Path(cmd[0]).name == "deepspeed" and cmd[cmd.index("--num_gpus") + 1] == "2"
+        assert cmd[cmd.index("--module") + 1:][:2] == ["instructerc", "train"]
+    assert joint[joint.index("--init-adapter") + 1].endswith("speaker/best") and "beta=0" in joint
+    assert score[:4] == [sys.executable, "-m", "instructerc", "eval"]
+
+
 def test_study_names_an_unknown_dataset_before_writing_anything(tmp_path):
     done = bench("fraction_study.py", "--dataset", "meldx", "--work", tmp_path / "study")
     assert done.returncode == 2 and "invalid choice: 'meldx'" in done.stderr
