@@ -175,6 +175,12 @@ def test_study_names_an_unknown_dataset_before_writing_anything(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
 
 
+def test_study_refuses_zero_ranks_before_writing_anything(tmp_path):
+    done = bench("fraction_study.py", "--ranks", "0", "--work", tmp_path / "study")
+    assert done.returncode == 2 and "expected a whole number of ranks >= 1, got '0'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
+
+
 def test_sweep_report_keeps_unfinished_points_and_trains_nothing(tmp_path):
     """A point stopped on purpose (diverged) stays in the table with its curve so far, marked unfinished."""
     def point(name, scores, summary):
