@@ -112,14 +112,20 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
 
 
-def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path, monkeypatch):
-    """Two studies of different rows on the same WORK: a row the other one finished while this one
-    ran stays in results.json (each study used to write back only what it had read at its start)."""
+def load_study():
+    """bench/fraction_study.py as a module, for tests that replace its steps."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("fraction_study", REPO / "bench" / "fraction_study.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path, monkeypatch):
+    """Two studies of different rows on the same WORK: a row the other one finished while this one
+    ran stays in results.json (each study used to write back only what it had read at its start)."""
+    study = load_study()
     work = tmp_path / "study"
 
     def prepare(args, kind, log):  # meanwhile the other study finishes its row
@@ -141,11 +147,7 @@ def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path,
 
 
 def test_study_trains_in_ranks_under_the_deepspeed_launcher_and_scores_in_one_process(tmp_path, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fraction_study", REPO / "bench" / "fraction_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_study()
     commands = []
 
     def run(cmd, log):  # each stage ends as a finished run would: its summary, then the test metrics
