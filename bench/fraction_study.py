@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instructerc.build import DATASETS  # noqa: E402
+from instructerc.decode import positive_int  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 from instructerc.train import train_command  # noqa: E402
 
@@ -119,12 +120,6 @@ def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float
     return seconds + run(cmd, log)
 
 
-def ranks(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of ranks >= 1, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="meld", choices=DATASETS)
@@ -135,7 +130,7 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--config", default=None, help="default: configs/DATASET.yaml")
     p.add_argument("--set", action="append", default=[], help="config override for every training run")
-    p.add_argument("--ranks", type=ranks, default=1, help="training ranks (deepspeed launcher; CPU: 1 thread each)")
+    p.add_argument("--ranks", type=positive_int, default=1, help="training ranks (deepspeed launcher; CPU: 1 thread each)")
     p.add_argument("--eval-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="precision of the test-set evaluation (bfloat16: faster on AVX512-BF16 CPUs)")
     p.add_argument("--work", type=Path, required=True)

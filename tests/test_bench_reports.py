@@ -179,7 +179,7 @@ def test_study_names_an_unknown_dataset_before_writing_anything(tmp_path):
 
 def test_study_refuses_zero_ranks_before_writing_anything(tmp_path):
     done = bench("fraction_study.py", "--ranks", "0", "--work", tmp_path / "study")
-    assert done.returncode == 2 and "expected a whole number of ranks >= 1, got '0'" in done.stderr
+    assert done.returncode == 2 and "argument --ranks: must be at least 1, got 0" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
 
 
