@@ -257,8 +257,8 @@ class RecordBuilder:
 def split_records(dialogues: list[Dialogue], split: str, builder: RecordBuilder,
                   train: TrainingSet | None = None) -> list[PromptRecord]:
     """A split's records, dialogue by dialogue: ERC everywhere; speaker and prediction records too
-    in train, for the sampled utterances only."""
-    tasks = ("erc", "speaker", "predict") if split == "train" else ("erc",)
+    in train, for the sampled utterances only; speaker records in dev too, to score the warm-up."""
+    tasks = {"train": ("erc", "speaker", "predict"), "dev": ("erc", "speaker")}.get(split, ("erc",))
     keep = train.keeps if split == "train" and train is not None else (lambda d, turn: True)
     out = []
     for d in tqdm(dialogues, desc=f"prompts {split}", unit="dlg", leave=False):

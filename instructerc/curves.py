@@ -1,7 +1,8 @@
 """Training curves: a run's metrics.jsonl drawn as RUN/curves.png, and `instructerc plot` for several runs.
 
 Three panels share the optimizer-step axis: the loss of each task, the learning rate, and the
-dev weighted-F1 after each epoch with the selected (best) epoch marked.
+dev score after each epoch (ERC weighted-F1; the speaker warm-up's accuracy) with the selected
+(best) epoch marked.
 
     instructerc plot RUN [RUN ...] [--out FILE]     (default: RUN/curves.png for one run, else curves.png)
 """
@@ -17,6 +18,8 @@ from instructerc.errors import UserError
 from instructerc.fileio import atomic_path
 
 TASK_STYLE = {"erc": "-", "predict": "--", "speaker": ":"}
+# the dev scores train logs, one per epoch: ERC stages' weighted-F1, the speaker warm-up's accuracy
+SCORE_NAMES = {"dev_weighted_f1": "dev weighted-F1", "dev_speaker_accuracy": "dev speaker accuracy"}
 
 
 @dataclass
@@ -25,7 +28,8 @@ class RunCurves:
     steps: list[int] = field(default_factory=list)
     losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # task -> (step, loss)
     lr: list[tuple[int, float]] = field(default_factory=list)
-    dev: list[tuple[int, int, float]] = field(default_factory=list)  # (step, epoch, weighted-F1)
+    dev: list[tuple[int, int, float]] = field(default_factory=list)  # (step, epoch, dev score)
+    dev_score: str = "dev_weighted_f1"  # which of SCORE_NAMES
     best_epoch: int | None = None
 
 
@@ -43,8 +47,10 @@ def read_run(run: str | Path) -> RunCurves:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise UserError("not a JSON line (a damaged metrics.jsonl?)", path=path, row=lineno) from None
-        if "dev_weighted_f1" in row:
-            curves.dev.append((row["step"], row["epoch"], row["dev_weighted_f1"]))
+        score = next((k for k in SCORE_NAMES if k in row), None)
+        if score:
+            curves.dev.append((row["step"], row["epoch"], row[score]))
+            curves.dev_score = score
             continue
         curves.lr.append((row["step"], row["lr"]))
         for key, value in row.items():
@@ -73,13 +79,14 @@ def draw(runs: list[RunCurves], out: str | Path) -> None:
             lr_ax.plot(*zip(*run.lr), color=color, label=label("lr"))
         if run.dev:
             steps, epochs, scores = zip(*run.dev)
-            dev_ax.plot(steps, [s * 100 for s in scores], "o-", color=color, label=label("dev weighted-F1"))
+            dev_ax.plot(steps, [s * 100 for s in scores], "o-", color=color, label=label(SCORE_NAMES[run.dev_score]))
             best = next(d for d in run.dev if d[1] == run.best_epoch)
             dev_ax.plot(best[0], best[2] * 100, "*", color=color, markersize=16, markeredgecolor="black",
                         label=label(f"selected: epoch {best[1]}"))
     loss_ax.set_ylabel("training loss (mean per example)")
     lr_ax.set_ylabel("learning rate")
-    dev_ax.set_ylabel("dev weighted-F1 (%)")
+    scored = {SCORE_NAMES[r.dev_score] for r in runs if r.dev}
+    dev_ax.set_ylabel(f"{scored.pop() if len(scored) == 1 else 'dev score'} (%)")
     dev_ax.set_xlabel("optimizer step")
     for ax in (loss_ax, lr_ax, dev_ax):
         ax.grid(alpha=0.3)

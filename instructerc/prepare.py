@@ -4,8 +4,9 @@ The options become a `Source` and a `PromptSpec` (spec.py); building the records
 library's (build.py): read -> unify labels (mixed) -> sample train (--data-percent) -> retrieve
 demonstrations (--demonstrations K) -> records -> write, atomically.
 
-Dev and test get ERC records only; train also gets the speaker-identification records of
-stage 1 and the emotion-prediction records of stage 2 (where the template has those tasks).
+Test gets ERC records only; train also gets the speaker-identification records of stage 1 and
+the emotion-prediction records of stage 2, and dev the speaker records that score stage 1 (where
+the template has those tasks).
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ import yaml
 
 from instructerc import allocator
 from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_checkpoint
+from instructerc.curves import SCORE_NAMES
 from instructerc.errors import Stopped, UserError
 from instructerc.fileio import write_json, write_text
-from instructerc.records import load_split
+from instructerc.records import load_records, load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
 from instructerc.spec import read_prepared
 from instructerc.train_config import RESUME_MAY_CHANGE, grad_accum, resolve_config, resume_changes
@@ -247,18 +248,41 @@ def dev_sample(records: list, cap: int, seed: int) -> list:
     return [records[i] for i in keep]
 
 
+def dev_task(stage: str) -> str:
+    """What a stage's dev pass scores: the warm-up its own task (an ERC score of a speaker-only adapter
+    says nothing), the other stages ERC."""
+    return "speaker" if stage == "speaker" else "erc"
+
+
+# the dev score that picks RUN/best: speaker candidates differ from dialogue to dialogue, so the
+# warm-up is scored by accuracy; ERC by the benchmark's weighted-F1
+DEV_SCORE = {"erc": "dev_weighted_f1", "speaker": "dev_speaker_accuracy"}  # names: curves.SCORE_NAMES
+
+
+def dev_split(data: Path, stage: str, cfg: dict) -> tuple[list, list]:
+    """The ERC dev records (their label list is the run's) and the stage's dev sample. Folders prepared
+    before dev held speaker records give the warm-up an empty sample: it is then not scored."""
+    erc = load_split(data, "dev", ("erc",))
+    task = dev_task(stage)
+    records = erc if task == "erc" else load_records(Path(data) / "dev.jsonl", (task,))
+    return erc, dev_sample(records, cfg["eval"]["max_records"], cfg["seed"])
+
+
 def dev_predictions(model, tokenizer, records: list, cfg: dict) -> list:
-    """Label scoring of some dev ERC records, as `eval` scores them."""
+    """Label scoring of some dev records, as `eval` scores them."""
     from instructerc import decode
 
     return decode.score_records(model, tokenizer, records, batch_size=cfg["eval"]["batch_size"], progress=False)
 
 
-def dev_scores(preds: list, labels) -> dict:
+def dev_scores(preds: list, labels, task: str = "erc") -> dict:
     from instructerc import metrics
 
-    scores = metrics.classification_metrics([p.gold for p in preds], [p.pred for p in preds], labels)
     nll = sum(-math.log(max(p.probs.get(p.gold, 0.0), 1e-12)) for p in preds) / len(preds)
+    if task == "speaker":
+        accuracy = sum(p.pred == p.gold for p in preds) / len(preds)
+        return {"dev_speaker_accuracy": accuracy, "dev_label_nll": nll, "dev_n": len(preds)}
+    scores = metrics.classification_metrics([p.gold for p in preds], [p.pred for p in preds], labels)
     return {"dev_weighted_f1": scores["weighted_f1"], "dev_accuracy": scores["accuracy"],
             "dev_macro_f1": scores["macro_f1"], "dev_label_nll": nll, "dev_n": len(preds)}
 
@@ -462,7 +486,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     task_weight = stage_task_weights(stage, cfg)
     spec = read_prepared(data).spec  # an old or foreign folder fails here, before any work
     train_records = load_split(data, "train", tuple(task_weight))
-    dev_records = dev_sample(load_split(data, "dev", ("erc",)), cfg["eval"]["max_records"], cfg["seed"])
+    erc_dev, dev_records = dev_split(data, stage, cfg)
     model_dir = models.resolve_model(model_spec)
     if (out / "config.yaml").is_file() and not resume:
         raise UserError("run folder already holds a run; pass --resume to continue it or choose another --out", path=out)
@@ -471,7 +495,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     grad_accum(cfg, world)  # packing none: batch_size must split evenly; fails before any work
     resolved = {**cfg, "stage": stage, "data": str(data.resolve()), "model": str(model_spec),
                 "init_adapter": str(init_adapter) if init_adapter else None,
-                "labels": list(dev_records[0].labels), "prompt_spec": spec.to_json(), "world_size": world}
+                "labels": list(erc_dev[0].labels), "prompt_spec": spec.to_json(), "world_size": world}
     allowed: dict[str, tuple] = {}
     if resume and (out / "config.yaml").is_file():
         refused, allowed = resume_changes(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")), resolved)
@@ -504,7 +528,7 @@ def set_up(cfg: dict, *, stage: str, data: Path, model_spec: str, out: Path, ini
     units = (f"dialogue packs of at most {cfg['max_pack_tokens']} tokens" if cfg["packing"] == "dialogue"
              else f"micro-batches of {cfg['micro_batch']} x accumulation {grad_accum(cfg, world)}")
     run.log(f"stage {stage}: {len(examples)} train examples ({', '.join(f'{t} x{w:g}' for t, w in task_weight.items())}), "
-            f"{len(dev_records)} dev; batch {cfg['batch_size']} over {world} rank(s) in {units}; "
+            f"{len(dev_records)} dev {dev_task(stage)}; batch {cfg['batch_size']} over {world} rank(s) in {units}; "
             f"{epochs} epoch(s) x {steps_per_epoch} steps; zero {cfg['zero_stage']}, {'bf16' if bf16 else 'fp32'}, "
             f"{torch.get_num_threads()} threads/rank, malloc {allocator.in_use()}; {sum(e.truncated for e in examples)} prompts truncated "
             f"to {cfg['max_length']} tokens")
@@ -588,20 +612,29 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         checkpoint(run, progress, elapsed)
         return
-    n = len(run.dev_records)  # each rank scores a contiguous share (whole dialogues stay mostly together)
-    mine = run.dev_records[n * run.rank // run.world: n * (run.rank + 1) // run.world]
-    with run.autocast():
-        preds = dev_predictions(run.engine.module, run.tokenizer, mine, run.cfg)
-    gathered: list = [None] * run.world
-    dist.all_gather_object(gathered, preds)
+    task = dev_task(run.stage)
+    scores = None
+    if run.dev_records:
+        n = len(run.dev_records)  # each rank scores a contiguous share (whole dialogues stay mostly together)
+        mine = run.dev_records[n * run.rank // run.world: n * (run.rank + 1) // run.world]
+        with run.autocast():
+            preds = dev_predictions(run.engine.module, run.tokenizer, mine, run.cfg)
+        gathered: list = [None] * run.world
+        dist.all_gather_object(gathered, preds)
+        scores = dev_scores([p for part in gathered for p in part], run.dev_records[0].labels, task)
     if run.rank == 0:
-        scores = dev_scores([p for part in gathered for p in part], run.dev_records[0].labels)
-        run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
-        if progress.best is None or scores["dev_weighted_f1"] > progress.best["dev_weighted_f1"]:
-            progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}
+        key = DEV_SCORE[task]
+        if scores is None:  # data prepared before dev held speaker records: the last epoch is kept
+            progress.best = {"epoch": epoch + 1, "step": progress.global_step}
+            report = f"dev not scored (dev.jsonl has no {task} records: prepare the data again to score them)"
+        else:
+            run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
+            if progress.best is None or scores[key] > progress.best[key]:
+                progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}
+            report = f"{SCORE_NAMES[key]} {scores[key]:.4f} (best {progress.best[key]:.4f}, epoch {progress.best['epoch']})"
+        if progress.best["epoch"] == epoch + 1:
             save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best}, run.tokenizer)
-        run.log(f"epoch {epoch + 1}/{run.epochs}: dev weighted-F1 {scores['dev_weighted_f1']:.4f} "
-                f"(best {progress.best['dev_weighted_f1']:.4f}, epoch {progress.best['epoch']})")
+        run.log(f"epoch {epoch + 1}/{run.epochs}: {report}")
         draw_curves(run.out)
     shared = [progress.best]
     dist.broadcast_object_list(shared, src=0)
@@ -657,9 +690,9 @@ def finish(run: Run, progress: Progress, seconds: float, segment_seconds: float)
                      run.tokenizer)
         write_json(run.out / "summary.json", summary)
         draw_curves(run.out)
-        best = progress.best or {}
+        best, key = progress.best or {}, DEV_SCORE[dev_task(run.stage)]
         run.log(f"done: {progress.global_step} steps, {progress.tokens} tokens ({progress.computed} computed) in "
-                f"{seconds:.0f}s; best dev weighted-F1 {best.get('dev_weighted_f1', float('nan')):.4f} at epoch "
+                f"{seconds:.0f}s; best {SCORE_NAMES[key]} {best.get(key, float('nan')):.4f} at epoch "
                 f"{best.get('epoch')}; adapters: {run.out / 'best'}, {run.out / 'final'}; all {run.world} rank(s) "
                 f"agree on adapter {digest[:12]}")
     dist.barrier()

@@ -38,12 +38,12 @@ def test_meld_output_contract(root, tmp_path, capsys):
     assert sum(r.task == "erc" for r in train) == 8 and sum(r.task == "speaker" for r in train) == 8
     assert sorted((r.dialogue_id, r.turn) for r in train if r.task == "predict") == [
         ("0", 1), ("0", 2), ("1", 1), ("1", 2), ("2", 1)]
-    for split in ("dev", "test"):
-        assert {r.task for r in load_records(out / f"{split}.jsonl")} == {"erc"}
+    assert {r.task for r in load_records(out / "dev.jsonl")} == {"erc", "speaker"}  # speaker: the warm-up's dev
+    assert {r.task for r in load_records(out / "test.jsonl")} == {"erc"}
     line = json.loads((out / "train.jsonl").read_text().splitlines()[0])
     assert {"id", "dataset", "dialogue_id", "turn", "task", "prompt", "target", "labels"} <= set(line)
     m = manifest(out)
-    assert m["counts"] == {"train": {"erc": 8, "speaker": 8, "predict": 5}, "dev": {"erc": 2}, "test": {"erc": 3}}
+    assert m["counts"] == {"train": {"erc": 8, "speaker": 8, "predict": 5}, "dev": {"erc": 2, "speaker": 2}, "test": {"erc": 3}}
     assert m["label_distribution"]["dev"] == {"neutral": 1, "joyful": 1}
     assert m["inputs"][0] == {"path": str(root / "meld" / "train_sent_emo.csv"),
                               "sha256": sha256_file(root / "meld" / "train_sent_emo.csv")}

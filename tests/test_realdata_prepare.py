@@ -35,7 +35,8 @@ def test_prepare_counts(shared_datasets, tmp_path, dataset):
     wanted = ERC_COUNTS.get(dataset) or {s: sum(c[s] for c in ERC_COUNTS.values()) for s in SPLITS}
     assert {s: manifest["counts"][s]["erc"] for s in SPLITS} == wanted
     assert manifest["counts"]["train"]["speaker"] == wanted["train"]
-    assert set(manifest["counts"]["dev"]) == {"erc"}
+    assert manifest["counts"]["dev"] == {"erc": wanted["dev"], "speaker": wanted["dev"]}  # speaker: the warm-up's dev
+    assert set(manifest["counts"]["test"]) == {"erc"}
     assert set(manifest["label_distribution"]["train"]) == set(manifest["labels"])
 
 

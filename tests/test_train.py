@@ -267,7 +267,10 @@ def test_run_folder_and_two_stages(tmp_path, data_dir, tiny_model_dir, monkeypat
     assert cfg["lr"] == 1e-3 and cfg["stage"] == "speaker" and cfg["labels"] == list(LABELS)
     rows = [json.loads(x) for x in (run1 / "metrics.jsonl").read_text().splitlines()]
     assert {"step", "loss_speaker", "lr", "tokens_per_s", "computed_tokens"} <= set(rows[0])
-    assert sum("dev_weighted_f1" in r for r in rows) == 2  # one dev evaluation per epoch
+    # one dev evaluation per epoch, of the warm-up's own task: an ERC score would judge a speaker-only adapter
+    dev = [r for r in rows if "dev_n" in r]
+    assert len(dev) == 2 and all("dev_speaker_accuracy" in r and "dev_weighted_f1" not in r for r in dev)
+    assert all(r["dev_n"] == 6 for r in dev) and "dev speaker accuracy" in (run1 / "train.log").read_text()
     from instructerc.train import lr_lambda  # the logged learning rate is the schedule's, step by step
     factor = lr_lambda(resolve_config(None, QUICK), s1["steps"])
     assert [r["lr"] for r in rows if "lr" in r] == pytest.approx([1e-3 * factor(r["step"]) for r in rows if "lr" in r])
@@ -322,7 +325,7 @@ def test_best_is_the_best_dev_epoch(tmp_path, data_dir, tiny_model_dir, monkeypa
         adapters.append({k: v.clone() for k, v in get_peft_model_state_dict(model).items()})
         return predict(model, tokenizer, records, cfg)
 
-    def scripted(preds, labels):
+    def scripted(preds, labels, task):
         return {"dev_weighted_f1": next(scores), "dev_accuracy": 0.0, "dev_macro_f1": 0.0, "dev_label_nll": 0.0, "dev_n": 1}
 
     monkeypatch.setattr(train_module, "dev_predictions", watched)
@@ -387,6 +390,18 @@ def test_resume_may_change_how_a_run_is_scored_and_logged(tmp_path, data_dir, ti
     assert "--resume changes eval.every: 1 -> 2" in log and "--resume changes eval.batch_size: 8 -> 3" in log
     assert "stop_after" not in log.split("resumed from step")[-1]
     assert yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())["eval"]["every"] == 2
+
+
+def test_a_warm_up_on_data_without_dev_speaker_records_keeps_its_last_epoch(tmp_path, tiny_model_dir):
+    """Folders prepared before dev held speaker records: the warm-up runs, says it was not scored, and
+    RUN/best is its last epoch (what the joint stage starts from)."""
+    old = write_data(tmp_path / "old", dev_tasks=("erc",))
+    summary = run_stage(tmp_path, "warm", old, tiny_model_dir)
+    rows = [json.loads(x) for x in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("dev_n" in r for r in rows)
+    assert summary["best"] == {"epoch": 2, "step": summary["steps"]}
+    assert json.loads((tmp_path / "warm" / "best" / "trained.json").read_text())["epoch"] == 2
+    assert "dev not scored (dev.jsonl has no speaker records" in (tmp_path / "warm" / "train.log").read_text()
 
 
 def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path, data_dir, tiny_model_dir):

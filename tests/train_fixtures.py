@@ -27,7 +27,8 @@ def record(task: str, i: int, target: str, labels, split: str = "train") -> Prom
                         labels=tuple(labels), speaker="Ross")
 
 
-def write_data(out: Path, n: int = 12, dev: int = 6, tasks=("erc", "speaker", "predict")) -> Path:
+def write_data(out: Path, n: int = 12, dev: int = 6, tasks=("erc", "speaker", "predict"),
+               dev_tasks=("erc", "speaker")) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -35,7 +36,8 @@ def write_data(out: Path, n: int = 12, dev: int = 6, tasks=("erc", "speaker", "p
             labels = SPEAKERS if task == "speaker" else LABELS
             rows.append(record(task, i, labels[i % len(labels)], labels))
     save_records(out / "train.jsonl", rows)
-    save_records(out / "dev.jsonl", [record("erc", i, LABELS[i % 7], LABELS, "dev") for i in range(dev)])
+    save_records(out / "dev.jsonl", [record(task, i, labels[i % len(labels)], labels, "dev") for task in dev_tasks
+                                     for labels in [SPEAKERS if task == "speaker" else LABELS] for i in range(dev)])
     write_manifest(out, "meld", LABELS)
     return out
 
