@@ -33,7 +33,7 @@ from instructerc.checkpoints import keep_metrics_until, load_checkpoint, save_ch
 from instructerc.curves import SCORE_NAMES
 from instructerc.errors import Stopped, UserError
 from instructerc.fileio import write_json, write_text
-from instructerc.records import load_records, load_split
+from instructerc.records import load_split
 from instructerc.runs import RunLog, adapter_digest, save_adapter
 from instructerc.spec import read_prepared
 from instructerc.train_config import RESUME_MAY_CHANGE, grad_accum, resolve_config, resume_changes
@@ -262,10 +262,12 @@ DEV_SCORE = {"erc": "dev_weighted_f1", "speaker": "dev_speaker_accuracy"}  # nam
 def dev_split(data: Path, stage: str, cfg: dict) -> tuple[list, list]:
     """The ERC dev records (their label list is the run's) and the stage's dev sample. Folders prepared
     before dev held speaker records give the warm-up an empty sample: it is then not scored."""
-    erc = load_split(data, "dev", ("erc",))
     task = dev_task(stage)
-    records = erc if task == "erc" else load_records(Path(data) / "dev.jsonl", (task,))
-    return erc, dev_sample(records, cfg["eval"]["max_records"], cfg["seed"])
+    records = load_split(data, "dev", ("erc", task))  # one read of dev.jsonl for both
+    erc = [r for r in records if r.task == "erc"]
+    if not erc:
+        raise UserError("no erc records (empty file?)", path=Path(data) / "dev.jsonl")
+    return erc, dev_sample([r for r in records if r.task == task], cfg["eval"]["max_records"], cfg["seed"])
 
 
 def dev_predictions(model, tokenizer, records: list, cfg: dict) -> list:
@@ -621,7 +623,8 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
             preds = dev_predictions(run.engine.module, run.tokenizer, mine, run.cfg)
         gathered: list = [None] * run.world
         dist.all_gather_object(gathered, preds)
-        scores = dev_scores([p for part in gathered for p in part], run.dev_records[0].labels, task)
+        if run.rank == 0:
+            scores = dev_scores([p for part in gathered for p in part], run.dev_records[0].labels, task)
     if run.rank == 0:
         key = DEV_SCORE[task]
         if scores is None:  # data prepared before dev held speaker records: the last epoch is kept
