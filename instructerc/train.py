@@ -263,7 +263,7 @@ def dev_split(data: Path, stage: str, cfg: dict) -> tuple[list, list]:
     """The ERC dev records (their label list is the run's) and the stage's dev sample. Folders prepared
     before dev held speaker records give the warm-up an empty sample: it is then not scored."""
     task = dev_task(stage)
-    records = load_split(data, "dev", ("erc", task))  # one read of dev.jsonl for both
+    records = load_split(data, "dev", tuple(dict.fromkeys(("erc", task))))  # one read of dev.jsonl for both
     erc = [r for r in records if r.task == "erc"]
     if not erc:
         raise UserError("no erc records (empty file?)", path=Path(data) / "dev.jsonl")
