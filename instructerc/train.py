@@ -694,9 +694,10 @@ def finish(run: Run, progress: Progress, seconds: float, segment_seconds: float)
         write_json(run.out / "summary.json", summary)
         draw_curves(run.out)
         best, key = progress.best or {}, DEV_SCORE[dev_task(run.stage)]
+        kept = (f"best {SCORE_NAMES[key]} {best[key]:.4f} at epoch {best['epoch']}" if key in best
+                else f"dev not scored, kept epoch {best.get('epoch')}")
         run.log(f"done: {progress.global_step} steps, {progress.tokens} tokens ({progress.computed} computed) in "
-                f"{seconds:.0f}s; best {SCORE_NAMES[key]} {best.get(key, float('nan')):.4f} at epoch "
-                f"{best.get('epoch')}; adapters: {run.out / 'best'}, {run.out / 'final'}; all {run.world} rank(s) "
+                f"{seconds:.0f}s; {kept}; adapters: {run.out / 'best'}, {run.out / 'final'}; all {run.world} rank(s) "
                 f"agree on adapter {digest[:12]}")
     dist.barrier()
     return summary

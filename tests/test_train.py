@@ -401,7 +401,9 @@ def test_a_warm_up_on_data_without_dev_speaker_records_keeps_its_last_epoch(tmp_
     assert not any("dev_n" in r for r in rows)
     assert summary["best"] == {"epoch": 2, "step": summary["steps"]}
     assert json.loads((tmp_path / "warm" / "best" / "trained.json").read_text())["epoch"] == 2
-    assert "dev not scored (dev.jsonl has no speaker records" in (tmp_path / "warm" / "train.log").read_text()
+    log = (tmp_path / "warm" / "train.log").read_text()
+    assert "dev not scored (dev.jsonl has no speaker records" in log
+    assert "; dev not scored, kept epoch 2; adapters:" in log and "nan" not in log
 
 
 def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path, data_dir, tiny_model_dir):
