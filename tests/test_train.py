@@ -525,7 +525,8 @@ def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir, pack):
     # than two threads do, so only fp32 makes the equality a test of the step's arithmetic
     sets = QUICK + ["lora.dropout=0", f"max_pack_tokens={pack}", "precision=fp32"]
     one = run_stage(tmp_path, "one", data_dir, tiny_model_dir, extra=sets[len(QUICK):])
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "2",
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(port), "--num_gpus", "2",
            "instructerc", "train",
            "--stage", "speaker", "--data", str(data_dir), "--model", str(tiny_model_dir), "--out", str(tmp_path / "two")]
     for s in sets:
@@ -535,6 +536,8 @@ def test_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir, pack):
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["world_size"] == 2 and two["steps"] == one["steps"]
+    # DeepSpeed's CPU all-reduce buffers (69 MB a rank) leave /dev/shm with the ranks
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
     a, b = adapter_tensors(tmp_path / "one" / "final"), adapter_tensors(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
