@@ -109,12 +109,6 @@ def init_distributed(local_rank: int | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def shm_buffer_path(rank: int) -> Path:
-    """The /dev/shm file DeepSpeed's CPU all-reduce maps for `rank` (ops/csrc/cpu/comm/shm.cpp names it)."""
-    return Path("/dev/shm") / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR')}_"
-                               f"{os.environ.get('MASTER_PORT')}_{rank}")
-
-
 def release_shm_buffer(rank: int) -> None:
     """DeepSpeed's CPU all-reduce gives each rank a 69 MB /dev/shm file and never unlinks it, so every
     run, finished or killed, kept 69 MB a rank until reboot: 9.4 GB in 145 files here, which got a
@@ -123,7 +117,10 @@ def release_shm_buffer(rank: int) -> None:
     import torch.distributed as dist
 
     dist.barrier()
-    shm_buffer_path(rank).unlink(missing_ok=True)
+    # named as ops/csrc/cpu/comm/shm.cpp names it
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR')}_"
+            f"{os.environ.get('MASTER_PORT')}_{rank}")
+    (Path("/dev/shm") / name).unlink(missing_ok=True)
 
 
 def use_own_build_folder() -> None:
