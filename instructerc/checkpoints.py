@@ -13,6 +13,7 @@ import json
 import random
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from instructerc.errors import UserError
@@ -60,7 +61,8 @@ def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> Non
     if rank == 0 and (root / tag).exists():
         shutil.rmtree(root / tag)
     dist.barrier()
-    engine.save_checkpoint(str(root), tag=tag, save_latest=False, exclude_frozen_parameters=True)
+    with frozen_weights_left_out(engine.module):
+        engine.save_checkpoint(str(root), tag=tag, save_latest=False, exclude_frozen_parameters=True)
     write_json(root / tag / f"rng_rank{rank}.json", rng_state())
     dist.barrier()
     if rank == 0:
@@ -70,6 +72,25 @@ def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> Non
         for old in done[: max(0, len(done) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
+
+
+@contextmanager
+def frozen_weights_left_out(module):
+    """DeepSpeed's exclude_frozen_parameters walks named_parameters(), which names a tied weight only
+    once: the frozen lm_head.weight of a tied-embedding model (SmolLM2: the 49,152 x 576 embedding,
+    57 MB in bf16) went into every checkpoint beside a 4 MB adapter. Every frozen name is dropped
+    while DeepSpeed saves; a resume loads non-strictly, so the base model keeps its own copy."""
+    frozen = [name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad]
+
+    def drop(_module, state, prefix, _metadata):
+        for name in frozen:
+            state.pop(prefix + name, None)
+
+    handle = module.register_state_dict_post_hook(drop)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def load_checkpoint(engine, run: Path, rank: int) -> dict | None:
@@ -99,6 +120,17 @@ def verify_files(folder: Path, expected: dict[str, dict]) -> None:
 
 
 def refuse_code_in_pickles(folder: Path) -> None:
+    for path in sorted(folder.glob("*.pt")):
+        try:
+            load_weights_only(path)
+        except Exception as e:
+            why = str(e).split("WeightsUnpickler error: ")[-1].splitlines()[0]
+            raise UserError(f"refused: this checkpoint file holds more than tensors and DeepSpeed's state ({why})",
+                            path=path) from None
+
+
+def load_weights_only(path: Path):
+    """A DeepSpeed .pt file under torch's weights-only unpickler, DeepSpeed's plain records allowed."""
     import importlib
 
     import torch
@@ -109,15 +141,9 @@ def refuse_code_in_pickles(folder: Path) -> None:
         try:
             allowed.append(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):
-            pass  # another DeepSpeed version: its files will simply need fewer (or be refused below)
-    for path in sorted(folder.glob("*.pt")):
-        try:
-            with torch.serialization.safe_globals(allowed):
-                torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            why = str(e).split("WeightsUnpickler error: ")[-1].splitlines()[0]
-            raise UserError(f"refused: this checkpoint file holds more than tensors and DeepSpeed's state ({why})",
-                            path=path) from None
+            pass  # another DeepSpeed version: its files will simply need fewer (or be refused)
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def keep_metrics_until(path: Path, step: int) -> None:

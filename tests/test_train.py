@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from instructerc import allocator, batching, cli
+from instructerc.checkpoints import load_weights_only
 from instructerc.errors import UserError
 from instructerc.models import answer_ids, load_model, load_tokenizer, prompt_ids
 from instructerc.train import free_port, train
@@ -299,6 +300,10 @@ def test_resume_after_a_stop_reaches_the_same_adapter(tmp_path, data_dir, tiny_m
     full = run_stage(tmp_path, "full", data_dir, tiny_model_dir)
     assert run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=4"]) == {}
     assert not (tmp_path / "cut" / "final").exists()
+    # the checkpoint holds the adapter only: not the tiny model's tied (frozen) lm_head.weight
+    tag = json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())["tag"]
+    saved = load_weights_only(tmp_path / "cut" / "checkpoints" / tag / "mp_rank_00_model_states.pt")["module"]
+    assert saved and all("lora_" in name for name in saved), sorted(saved)
     resumed = run_stage(tmp_path, "cut", data_dir, tiny_model_dir, extra=["stop_after=4"], resume=True)
     assert resumed["adapter_sha256"] == full["adapter_sha256"]
     # times and speeds cover both segments, not only the one after --resume
