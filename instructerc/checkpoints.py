@@ -78,7 +78,7 @@ def save_checkpoint(engine, run: Path, state: dict, rank: int, keep: int) -> Non
 def frozen_weights_left_out(module):
     """DeepSpeed's exclude_frozen_parameters walks named_parameters(), which names a tied weight only
     once: the frozen lm_head.weight of a tied-embedding model (SmolLM2: the 49,152 x 576 embedding,
-    57 MB in bf16) went into every checkpoint beside a 4 MB adapter. Every frozen name is dropped
+    57 MB in bf16) went into every checkpoint beside a 7.6 MB adapter. Every frozen name is dropped
     while DeepSpeed saves; a resume loads non-strictly, so the base model keeps its own copy."""
     frozen = [name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad]
 
