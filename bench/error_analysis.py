@@ -55,20 +55,33 @@ def paired_lines(metrics: dict, answers: dict[str, dict], compare: dict[str, dic
         if other.keys() != answers.keys():
             raise UserError(f"--compare {name}: its answers are not of the same test utterances as this row's")
         ids = sorted(answers)
+        ours = our_spelling(metrics)
+        differ = next((i for i in ids if ours(other[i]["gold"]) != answers[i]["gold"]), None)
+        if differ is not None:
+            raise UserError(f"--compare {name}: gold label of {differ} is {other[differ]['gold']!r}, "
+                            f"this row's {answers[differ]['gold']!r}: not the same test labels")
         d = paired_bootstrap([answers[i]["gold"] for i in ids], [answers[i]["pred"] for i in ids],
-                             [other[i]["pred"] for i in ids], metrics["labels"])
+                             [ours(other[i]["pred"]) for i in ids], metrics["labels"])
         lines.append(f"- this row minus **{name}**: {100 * d['difference']:+.2f} weighted-F1 points, 95% interval "
                      f"{100 * d['low']:+.2f} to {100 * d['high']:+.2f}; this row ahead in {100 * d['a_ahead']:.1f}% "
                      f"of {d['resamples']} resamples of the {d['n']} utterances")
     return lines
 
 
+def our_spelling(metrics: dict):
+    """Maps a label to this row's spelling of it: the paper's released EmoryNLP template (the
+    utterance row) writes `Joyful` where the other rows write `joyful`, the same class."""
+    spelling = {label.lower(): label for label in metrics["labels"]}
+    return lambda label: spelling.get(label.lower(), label)
+
+
 def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
     names = ["this row"] + list(compare)
     lines = ["| label | support | " + " | ".join(f"F1 {n}" for n in names) + " | precision | recall |",
              "|---|---:|" + "---:|" * (len(names) + 2)]
+    others = [{label.lower(): m for label, m in c["per_class"].items()} for c in compare.values()]
     for label, m in metrics["per_class"].items():
-        f1s = [m["f1"]] + [c["per_class"].get(label, {}).get("f1", float("nan")) for c in compare.values()]
+        f1s = [m["f1"]] + [other.get(label.lower(), {}).get("f1", float("nan")) for other in others]
         lines.append(f"| {label} | {m['support']} | " + " | ".join(f"{100 * f:.1f}" for f in f1s)
                      + f" | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} |")
     heads = [metrics] + list(compare.values())

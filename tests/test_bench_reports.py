@@ -57,6 +57,31 @@ def test_error_analysis_lists_wrong_answers_with_prompts(tmp_path):
     assert re.search(r"- this row minus \*\*tfidf\*\*: [+-]\d+\.\d\d weighted-F1 points, 95% interval "
                      r"[+-]\d+\.\d\d to [+-]\d+\.\d\d; this row ahead in \d+\.\d% of 2000 resamples of the 5 utterances", text)
 
+    # a row that spells the labels `Sad` (the paper's released EmoryNLP template) is the same classes
+    shouted = tmp_path / "shouted"
+    shouted.mkdir()
+    m = json.loads((tmp_path / "tfidf" / "metrics.json").read_text())
+    m["labels"] = [x.capitalize() for x in m["labels"]]
+    m["per_class"] = {k.capitalize(): v for k, v in m["per_class"].items()}
+    m["counts"] = {side: {k.capitalize(): v for k, v in c.items()} if isinstance(c, dict) else c
+                   for side, c in m["counts"].items()}
+    (shouted / "metrics.json").write_text(json.dumps(m))
+    rows = [{**r, "gold": r["gold"].capitalize(), "pred": r["pred"].capitalize()}
+            for r in read_jsonl(tmp_path / "tfidf" / "predictions.jsonl")]
+    (shouted / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paired = [line for line in text.splitlines() if line.startswith("- this row minus")]
+    done = bench("error_analysis.py", "--data", data, "--eval", tmp_path / "majority",
+                 "--compare", f"tfidf={shouted}", "--n", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in out.read_text().splitlines() if line.startswith("- this row minus")] == paired
+    assert "nan" not in out.read_text()
+    rows[1]["gold"] = "Sad"  # gold 'angry' in this row: another test split's labels
+    (shouted / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = bench("error_analysis.py", "--data", data, "--eval", tmp_path / "majority",
+                 "--compare", f"tfidf={shouted}", "--out", tmp_path / "y.md")
+    assert done.returncode == 2 and "is 'Sad', this row's 'angry': not the same test labels" in done.stderr
+    assert not (tmp_path / "y.md").exists()
+
     # a stored row: answers.jsonl.gz instead of predictions.jsonl; a reference row without answers is named
     stored = tmp_path / "stored"
     stored.mkdir()
