@@ -47,7 +47,7 @@ def read_answers(folder: Path) -> dict[str, dict] | None:
 
 
 def paired_lines(metrics: dict, answers: dict[str, dict], compare: dict[str, dict | None]) -> list[str]:
-    lines = []
+    lines, ours = [], our_spelling(metrics)
     for name, other in compare.items():
         if other is None:
             lines.append(f"- {name}: its answers are not at hand ({' or '.join(ANSWERS)}); only the intervals above")
@@ -55,7 +55,6 @@ def paired_lines(metrics: dict, answers: dict[str, dict], compare: dict[str, dic
         if other.keys() != answers.keys():
             raise UserError(f"--compare {name}: its answers are not of the same test utterances as this row's")
         ids = sorted(answers)
-        ours = our_spelling(metrics)
         differ = next((i for i in ids if ours(other[i]["gold"]) != answers[i]["gold"]), None)
         if differ is not None:
             raise UserError(f"--compare {name}: gold label of {differ} is {other[differ]['gold']!r}, "
@@ -79,9 +78,10 @@ def per_class_table(metrics: dict, compare: dict[str, dict]) -> list[str]:
     names = ["this row"] + list(compare)
     lines = ["| label | support | " + " | ".join(f"F1 {n}" for n in names) + " | precision | recall |",
              "|---|---:|" + "---:|" * (len(names) + 2)]
-    others = [{label.lower(): m for label, m in c["per_class"].items()} for c in compare.values()]
+    ours = our_spelling(metrics)
+    others = [{ours(label): m for label, m in c["per_class"].items()} for c in compare.values()]
     for label, m in metrics["per_class"].items():
-        f1s = [m["f1"]] + [other.get(label.lower(), {}).get("f1", float("nan")) for other in others]
+        f1s = [m["f1"]] + [other.get(label, {}).get("f1", float("nan")) for other in others]
         lines.append(f"| {label} | {m['support']} | " + " | ".join(f"{100 * f:.1f}" for f in f1s)
                      + f" | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} |")
     heads = [metrics] + list(compare.values())
