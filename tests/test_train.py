@@ -554,6 +554,32 @@ def launch(cmd: list[str], run: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+SHUTDOWN_PROBE = """
+import atexit, sys
+import torch.distributed as dist
+from instructerc import train
+
+# atexit runs last-registered first: this check runs after every handler that init_distributed adds
+atexit.register(lambda: print("initialized" if dist.is_initialized() else "destroyed", flush=True))
+train.init_distributed()
+dist.barrier()
+print("joined", flush=True)
+if sys.argv[1] == "raise":
+    raise RuntimeError("an unexpected error")
+"""
+
+
+@pytest.mark.parametrize("end", ["return", "raise"])
+def test_the_process_group_is_destroyed_before_interpreter_exit(tmp_path, end):
+    """gloo's threads, left to interpreter finalization, aborted a finished rank now and then (exit 6):
+    the group is destroyed at exit, however the process ends, and only then (later runs in the same
+    process still find it)."""
+    done = launch([sys.executable, "-c", SHUTDOWN_PROBE, end], tmp_path)
+    assert done.returncode == (0 if end == "return" else 1), done.stderr[-2000:]
+    said = [line for line in done.stdout.splitlines() if line in ("joined", "initialized", "destroyed")]
+    assert said == ["joined", "destroyed"], done.stdout[-2000:]
+
+
 @pytest.mark.slow
 def test_mpiexec_two_ranks_match_one_rank(tmp_path, data_dir, tiny_model_dir):
     """`mpiexec -n 2 instructerc train` (mpich from the `mpi` extra; DeepSpeed finds the ranks through
