@@ -50,9 +50,12 @@ TRAIN_SETTINGS = ["batch_size=4", "micro_batch=2", "epochs.speaker=2", "checkpoi
                   "lora.dropout=0", "eval.max_records=8"]
 IGNORED = {"curves.png", "confusion.png", "train.log", "checkpoints"}  # images, logs; checkpoints are checked apart
 # Measurements of the process, not of the output: a resumed run's peak memory is its own, and a
-# scoring pass's timing, rounded to 1 ms, can agree between the two reference runs by chance.
+# timing rounded to 1 ms can agree between the two reference runs by chance (retrieval's cache lookup
+# did, and failed a CI run).
 MEASURED = {"summary.json": {"peak_rss_gib", "peak_gpu_memory_gib", "seconds"},
-            "metrics.json": {"decoding.seconds", "decoding.examples_per_second"}}
+            "metrics.json": {"decoding.seconds", "decoding.examples_per_second"},
+            "manifest.json": {"retrieval.embeddings_per_s"} | {
+                f"retrieval.timings_s.{t}" for t in ("cache_lookup", "load_encoder", "encode", "embed_total", "search", "total")}}
 
 
 # ------------------------------------------------------------------ the workspace every trial reads
@@ -245,6 +248,15 @@ def differing_keys(a, b, prefix="") -> set[str]:
     return set() if a == b else {prefix.rstrip(".")}
 
 
+def volatile_keys(ref_a: Path, ref_b: Path) -> dict[str, set[str]]:
+    """Per JSON file, the values a correct rerun may change: where two uninterrupted runs differ, and
+    the measured ones, which may happen to agree between those two."""
+    b = tree(ref_b)
+    volatile = {name: differing_keys(load_any(p), load_any(b[name]))
+                for name, p in tree(ref_a).items() if p.suffix in (".json", ".jsonl")}
+    return {k: v | MEASURED.get(k, set()) for k, v in volatile.items() if v or k in MEASURED}
+
+
 def same_output(ref: Path, got: Path, volatile: dict[str, set[str]]) -> list[str]:
     r, g = tree(ref), tree(got)
     if set(r) != set(g):
@@ -300,9 +312,7 @@ def campaign(case: Case, w: dict, root: Path, kills: int, rng: random.Random, lo
         refs.append((t, seconds))
     ref = refs[0][0] / case.output
     duration = min(s for _, s in refs)
-    volatile = {name: differing_keys(load_any(p), load_any(tree(refs[1][0] / case.output)[name]))
-                for name, p in tree(ref).items() if p.suffix in (".json", ".jsonl")}
-    volatile = {k: v | MEASURED.get(k, set()) for k, v in volatile.items() if v or k in MEASURED}
+    volatile = volatile_keys(ref, refs[1][0] / case.output)
     result = {"command": case.name, "uninterrupted_s": round(duration, 1), "tried": 0, "survived": 0,
               "finished_before_kill": 0, "leftover_temp_folders": 0, "leftover_after_rerun": 0, "volatile_json": {k: sorted(v) for k, v in volatile.items()},
               "failures": []}

@@ -3,6 +3,7 @@ campaign (20 per command) is in BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -24,3 +25,21 @@ def test_a_kill_at_a_random_moment_leaves_nothing_partial_and_a_rerun_equals_the
     assert set(results) == {"prepare", "train", "eval", "predict", "pull"}
     for r in results.values():
         assert r["failures"] == [] and r["tried"] + r["finished_before_kill"] == 1
+
+
+def test_a_measured_timing_may_differ_even_where_the_two_reference_runs_agreed(tmp_path, monkeypatch):
+    """Timings rounded to 1 ms agree between two runs by chance; a rerun that differs there is still
+    right (a CI run failed on retrieval's cache lookup, 0.0 s in both references)."""
+    spec = importlib.util.spec_from_file_location("fault_campaign", REPO / "bench" / "fault_campaign.py")
+    fc = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fault_campaign", fc)  # its dataclasses look their module up there
+    spec.loader.exec_module(fc)
+    manifest = {"queries": 12, "retrieval": {"k": 2, "timings_s": {"cache_lookup": 0.0, "encode": 1.5}}}
+    for name, lookup, k in (("a", 0.0, 2), ("b", 0.0, 2), ("rerun", 0.004, 2), ("wrong", 0.0, 3)):
+        (tmp_path / name).mkdir()
+        data = {**manifest, "retrieval": {**manifest["retrieval"], "k": k,
+                                          "timings_s": {"cache_lookup": lookup, "encode": 1.5}}}
+        (tmp_path / name / "manifest.json").write_text(json.dumps(data))
+    volatile = fc.volatile_keys(tmp_path / "a", tmp_path / "b")
+    assert fc.same_output(tmp_path / "a", tmp_path / "rerun", volatile) == []
+    assert fc.same_output(tmp_path / "a", tmp_path / "wrong", volatile) == ["manifest.json differs at ['retrieval.k']"]
