@@ -27,13 +27,18 @@ def test_a_kill_at_a_random_moment_leaves_nothing_partial_and_a_rerun_equals_the
         assert r["failures"] == [] and r["tried"] + r["finished_before_kill"] == 1
 
 
-def test_a_measured_timing_may_differ_even_where_the_two_reference_runs_agreed(tmp_path, monkeypatch):
+@pytest.fixture
+def fc(monkeypatch):
+    spec = importlib.util.spec_from_file_location("fault_campaign", REPO / "bench" / "fault_campaign.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fault_campaign", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_measured_timing_may_differ_even_where_the_two_reference_runs_agreed(tmp_path, fc):
     """Timings rounded to 1 ms agree between two runs by chance; a rerun that differs there is still
     right (a CI run failed on retrieval's cache lookup, 0.0 s in both references)."""
-    spec = importlib.util.spec_from_file_location("fault_campaign", REPO / "bench" / "fault_campaign.py")
-    fc = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "fault_campaign", fc)  # its dataclasses look their module up there
-    spec.loader.exec_module(fc)
     manifest = {"queries": 12, "retrieval": {"k": 2, "timings_s": {"cache_lookup": 0.0, "encode": 1.5}}}
     for name, lookup, k in (("a", 0.0, 2), ("b", 0.0, 2), ("rerun", 0.004, 2), ("wrong", 0.0, 3)):
         (tmp_path / name).mkdir()
@@ -43,3 +48,12 @@ def test_a_measured_timing_may_differ_even_where_the_two_reference_runs_agreed(t
     volatile = fc.volatile_keys(tmp_path / "a", tmp_path / "b")
     assert fc.same_output(tmp_path / "a", tmp_path / "rerun", volatile) == []
     assert fc.same_output(tmp_path / "a", tmp_path / "wrong", volatile) == ["manifest.json differs at ['retrieval.k']"]
+
+
+@pytest.mark.parametrize("key, is_measured", [
+    ("seconds", True), ("step_seconds", True), ("decoding.examples_per_second", True), ("tokens_per_s", True),
+    ("retrieval.embeddings_per_s", True), ("retrieval.timings_s.search", True), ("peak_rss_gib", True),
+    ("retrieval.k", False), ("best.step", False), ("adapter_sha256", False), ("weighted_f1", False),
+    ("tokens", False), ("decoding.mode", False)])
+def test_measurements_are_told_by_their_names_and_outputs_are_not(fc, key, is_measured):
+    assert fc.measured(key) is is_measured
