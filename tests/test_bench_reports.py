@@ -284,6 +284,17 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     assert "| full | 30.00 (40.00, 20.00) | 52.00 (50.00 / 54.00; 2 seeds) |" in lines
     assert lines[2:] == ["| full | 30.00 (40.00, 20.00) | 52.00 (50.00 / 54.00; 2 seeds) |",
                          "| tfidf |  | 45.00 (55.00, 35.00) |"]  # the order of the first study's results.json
+    metrics = sorted(out.glob("*/*/eval/metrics.json"))
+    diff = bench("results_table.py", *metrics, "--minus", "full", "--reference", "paper=meld:60")
+    assert diff.returncode == 0, diff.stderr
+    assert diff.stdout.splitlines() == ["| full minus | meld_0.0625 | meld |", "|---|---:|---:|",
+                                        "| tfidf |  | +7.00 (pairs +5.00 / +9.00) |",
+                                        "| paper |  | -8.00 (pairs -10.00 / -6.00) |",
+                                        "| seed spread: full | one seed | 4.00 |"]
+    unknown = bench("results_table.py", *metrics, "--minus", "window")
+    assert unknown.returncode == 2 and "--minus window: no such row among the files given (rows: full, tfidf)" in unknown.stderr
+    malformed = bench("results_table.py", *metrics, "--minus", "full", "--reference", "paper=meld")
+    assert malformed.returncode == 2 and "expected NAME=DATASET:F1" in malformed.stderr and "Traceback" not in malformed.stderr
 
     empty = bench("store_table.py", tmp_path / "nothing", "--out", tmp_path / "x")
     assert empty.returncode == 1 and "no study with a results.json" in empty.stderr and not (tmp_path / "x").exists()
@@ -301,3 +312,14 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     (work / "meld_1" / "results.json").write_text("{")
     bad = bench("results_table.py", work / "meld_1" / "results.json")
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_gaps_table_in_benchmarks_is_what_its_command_prints_from_the_stored_outputs():
+    """The README's answer to issue 13 rests on this table: a new stored row must not leave it stale."""
+    text = (REPO / "BENCHMARKS.md").read_text()
+    block = re.search(r"```bash\n(python bench/results_table.py [^`]*--minus[^`]*)```\n\n((?:\|.*\n)+)", text)
+    assert block, "BENCHMARKS.md has no results_table.py --minus block followed by its table"
+    command = block.group(1).replace("\\\n", " ").replace("python ", f"{sys.executable} ", 1)
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == block.group(2)
