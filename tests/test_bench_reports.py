@@ -1,11 +1,14 @@
 """The results study's reports: bench/error_analysis.py (per-class F1, confusions, wrong answers with
-their prompts), bench/scaling_plot.py (seeds averaged per fraction) and bench/small_sweep.py's table."""
+their prompts), bench/scaling_plot.py (seeds averaged per fraction) and bench/small_sweep.py's table;
+and the published results (README's table, BENCHMARKS' gaps) checked against bench/results/full_table/."""
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -323,3 +326,39 @@ def test_the_gaps_table_in_benchmarks_is_what_its_command_prints_from_the_stored
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout == block.group(2)
+
+
+# README's results table: the start of each row's label -> its stored row (None: a published reference)
+README_ROWS = {"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn", "zero-shot": "zero-shot",
+               "LoRA on the utterance alone": "utterance", "LoRA on the window prompt": "plain",
+               "full recipe": "full", "roberta-base": None, "InstructERC": None}
+
+
+def stored_f1(dataset: str, row: str) -> list[float]:
+    """Test weighted-F1 of a stored full-data row: the seed-42 run first, then @seedN runs."""
+    runs = sorted((REPO / "bench/results/full_table" / f"{dataset}_1").glob(f"{row}*/eval/metrics.json"),
+                  key=lambda p: (p.parents[1].name != row, p.parents[1].name))
+    return [100 * json.loads(p.read_text())["weighted_f1"] for p in runs if p.parents[1].name.split("@")[0] == row]
+
+
+def test_the_readme_results_table_is_the_stored_outputs():
+    """Each cell is the row's mean then each seed's value (or its one value), as stored: a newly stored
+    seed or row must reach the README."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index("**The results so far**"):]
+    lines = itertools.takewhile(lambda line: line.startswith("|"), after[after.index("| row |"):].splitlines())
+    table = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    datasets = [d.lower() for d in table[0][1:]]
+    checked = set()
+    for label, *cells in table[2:]:
+        keys = [k for k in README_ROWS if label.startswith(k)]
+        assert keys, f"README results row {label!r}: add it to README_ROWS"
+        row = README_ROWS[keys[0]]
+        if row is None:
+            continue
+        for dataset, cell in zip(datasets, cells):
+            f1 = stored_f1(dataset, row)
+            expected = [statistics.mean(f1)] + f1 if len(f1) > 1 else f1
+            assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {dataset}"
+        checked.add(row)
+    assert checked == {r for r in README_ROWS.values() if r}
