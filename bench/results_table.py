@@ -32,6 +32,8 @@ from instructerc.fileio import read_json  # noqa: E402
 
 def dataset_and_row(path: Path) -> tuple[str, str]:
     if path.name == "metrics.json":
+        if len(path.parents) < 4:
+            raise UserError("a metrics.json must lie in STUDY/ROW/eval/ (or be named DATASET_ROW.json)", path=path)
         study, row = path.parents[2].name, path.parents[1].name
         dataset, _, fraction = study.rpartition("_")
         return (dataset if fraction == "1" else study), row
@@ -61,8 +63,9 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, list[dict]]], list[str]]
     runs: dict[str, dict[str, list[dict]]] = {}
     datasets: list[str] = []
     for path in map(Path, paths):
+        metrics = read_metrics(path)
         dataset, row = dataset_and_row(path)
-        runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(read_metrics(path))
+        runs.setdefault(row.split("@")[0], {}).setdefault(dataset, []).append(metrics)
         datasets += [dataset] if dataset not in datasets else []
     order: dict[str, int] = {}  # rows of stored studies in the order they ran (full_table.sh: order of value)
     studies = dict.fromkeys(Path(p).parents[2] / "results.json" for p in paths if Path(p).name == "metrics.json")

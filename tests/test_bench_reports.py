@@ -296,6 +296,10 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
                                         "| seed spread: full | one seed | 4.00 |"]
     unknown = bench("results_table.py", *metrics, "--minus", "window")
     assert unknown.returncode == 2 and "--minus window: no such row among the files given (rows: full, tfidf)" in unknown.stderr
+    missing = bench("results_table.py", "/nonexistent/metrics.json")
+    assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+    shallow = bench("results_table.py", "metrics.json")  # too shallow for STUDY/ROW/eval/, once it reads
+    assert shallow.returncode == 2 and "Traceback" not in shallow.stderr
     malformed = bench("results_table.py", *metrics, "--minus", "full", "--reference", "paper=meld")
     assert malformed.returncode == 2 and "expected NAME=DATASET:F1" in malformed.stderr and "Traceback" not in malformed.stderr
 
