@@ -121,6 +121,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reference", type=reference, action="append", default=[],
                         metavar="NAME=DATASET:F1,...", help="a published weighted-F1 to subtract from (with --minus)")
     args = parser.parse_args(argv)
+    if args.reference and not args.minus:
+        parser.error("--reference needs --minus ROW (a published number is only shown as a gap)")
     try:
         runs, datasets = load(args.paths)
         if args.minus:

@@ -140,20 +140,20 @@ def test_study_runs_rows_once_and_names_seeds(tmp_path, tiny_model_dir):
     assert again.returncode == 0 and "$ " not in again.stdout  # every row done: nothing runs
 
 
-def load_study():
-    """bench/fraction_study.py as a module, for tests that replace its steps."""
+def bench_module(name: str):
+    """bench/NAME.py as a module, for tests that call or replace its functions."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("fraction_study", REPO / "bench" / "fraction_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    return study
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path, monkeypatch):
     """Two studies of different rows on the same WORK: a row the other one finished while this one
     ran stays in results.json (each study used to write back only what it had read at its start)."""
-    study = load_study()
+    study = bench_module("fraction_study")
     work = tmp_path / "study"
 
     def prepare(args, kind, log):  # meanwhile the other study finishes its row
@@ -175,7 +175,7 @@ def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path,
 
 
 def test_study_trains_in_ranks_under_the_deepspeed_launcher_and_scores_in_one_process(tmp_path, monkeypatch):
-    study = load_study()
+    study = bench_module("fraction_study")
     commands = []
 
     def run(cmd, log):  # each stage ends as a finished run would: its summary, then the test metrics
@@ -302,6 +302,8 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     assert shallow.returncode == 2 and "Traceback" not in shallow.stderr
     malformed = bench("results_table.py", *metrics, "--minus", "full", "--reference", "paper=meld")
     assert malformed.returncode == 2 and "expected NAME=DATASET:F1" in malformed.stderr and "Traceback" not in malformed.stderr
+    alone = bench("results_table.py", *metrics, "--reference", "paper=meld:60")  # used to print the table, ignoring it
+    assert alone.returncode == 2 and "--reference needs --minus" in alone.stderr and not alone.stdout
 
     empty = bench("store_table.py", tmp_path / "nothing", "--out", tmp_path / "x")
     assert empty.returncode == 1 and "no study with a results.json" in empty.stderr and not (tmp_path / "x").exists()
@@ -338,11 +340,11 @@ README_ROWS = {"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn
                "full recipe": "full", "roberta-base": None, "InstructERC": None}
 
 
-def stored_f1(dataset: str, row: str) -> list[float]:
-    """Test weighted-F1 of a stored full-data row: the seed-42 run first, then @seedN runs."""
-    runs = sorted((REPO / "bench/results/full_table" / f"{dataset}_1").glob(f"{row}*/eval/metrics.json"),
-                  key=lambda p: (p.parents[1].name != row, p.parents[1].name))
-    return [100 * json.loads(p.read_text())["weighted_f1"] for p in runs if p.parents[1].name.split("@")[0] == row]
+def stored_f1() -> dict[str, dict[str, list[float]]]:
+    """Test weighted-F1 of every stored full-data row per dataset, grouped by results_table (seed 42 first)."""
+    paths = sorted(map(str, (REPO / "bench/results/full_table").glob("*_1/*/eval/metrics.json")))
+    runs, _ = bench_module("results_table").load(paths)
+    return {row: {d: [100 * m["weighted_f1"] for m in ms] for d, ms in by.items()} for row, by in runs.items()}
 
 
 def test_the_readme_results_table_is_the_stored_outputs():
@@ -353,6 +355,7 @@ def test_the_readme_results_table_is_the_stored_outputs():
     lines = itertools.takewhile(lambda line: line.startswith("|"), after[after.index("| row |"):].splitlines())
     table = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
     datasets = [d.lower() for d in table[0][1:]]
+    stored = stored_f1()
     checked = set()
     for label, *cells in table[2:]:
         keys = [k for k in README_ROWS if label.startswith(k)]
@@ -361,7 +364,7 @@ def test_the_readme_results_table_is_the_stored_outputs():
         if row is None:
             continue
         for dataset, cell in zip(datasets, cells):
-            f1 = stored_f1(dataset, row)
+            f1 = stored[row].get(dataset, [])
             expected = [statistics.mean(f1)] + f1 if len(f1) > 1 else f1
             assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {dataset}"
         checked.add(row)
