@@ -369,3 +369,21 @@ def test_the_readme_results_table_is_the_stored_outputs():
             assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {dataset}"
         checked.add(row)
     assert checked == {r for r in README_ROWS.values() if r}
+
+
+def test_every_bold_score_in_the_readme_results_is_a_stored_run_or_seed_mean():
+    """The prose under the tables quotes headline scores in bold; each must be what results_table gives
+    for some stored study (a mean rounded from the rounded seeds once read 55.63 where 55.62 is stored)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("**The results so far**"):text.index("<!-- /section: results -->")]
+    table = bench_module("results_table")
+    stored = set()
+    for study in (REPO / "bench/results/full_table").iterdir():
+        runs, _ = table.load(sorted(map(str, study.glob("*/eval/metrics.json"))))
+        for by in runs.values():
+            for ms in by.values():
+                f1 = [100 * m["weighted_f1"] for m in ms]
+                stored |= {f"{v:.2f}" for v in f1 + [statistics.mean(f1)]}
+    bold = re.findall(r"\*\*(\d+\.\d+)\*\*", section)
+    assert len(bold) > 10
+    assert [b for b in bold if b not in stored] == []
