@@ -323,15 +323,48 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_the_gaps_table_in_benchmarks_is_what_its_command_prints_from_the_stored_outputs():
-    """The README's answer to issue 13 rests on this table: a new stored row must not leave it stale."""
+def benchmarks_gaps() -> tuple[str, str]:
+    """What BENCHMARKS.md's results_table.py --minus command prints now, and the table written under it."""
     text = (REPO / "BENCHMARKS.md").read_text()
     block = re.search(r"```bash\n(python bench/results_table.py [^`]*--minus[^`]*)```\n\n((?:\|.*\n)+)", text)
     assert block, "BENCHMARKS.md has no results_table.py --minus block followed by its table"
     command = block.group(1).replace("\\\n", " ").replace("python ", f"{sys.executable} ", 1)
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == block.group(2)
+    return done.stdout, block.group(2)
+
+
+def markdown_table(lines: list[str]) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+
+
+def test_the_gaps_table_in_benchmarks_is_what_its_command_prints_from_the_stored_outputs():
+    """The README's answer to issue 13 rests on this table: a new stored row must not leave it stale."""
+    printed, written = benchmarks_gaps()
+    assert printed == written
+
+
+# README's gaps table: the start of each row's label -> the rows of results_table's --minus output it shows
+README_GAPS = {"TF-IDF": ["tfidf"], "kNN": ["knn"], "window prompt": ["plain"], "roberta-base": ["roberta-base"],
+               "InstructERC": ["paper-llama2-7b"], "seed spread": ["seed spread: full", "seed spread: plain"]}
+
+
+def test_the_readme_gaps_table_is_the_commands_output():
+    """Each cell's leading number(s) are the --minus output's (its mean gap, or the spreads 'full / window')."""
+    printed, _ = benchmarks_gaps()
+    out = markdown_table(printed.splitlines())
+    gaps = {row[0]: dict(zip(out[0][1:], row[1:])) for row in out[2:]}
+    text = (REPO / "README.md").read_text()
+    after = text[text.index("| full recipe minus |"):]
+    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after.splitlines())))
+    datasets = [h.split()[0].lower() for h in table[0][1:]]
+    assert len(table) > 2
+    for label, *cells in table[2:]:
+        rows = next((v for k, v in README_GAPS.items() if label.startswith(k)), None)
+        assert rows, f"README gaps row {label!r}: add it to README_GAPS"
+        for dataset, cell in zip(datasets, cells):
+            expected = [re.match(r"[-+]?\d+\.\d+|one seed", gaps[r][dataset]).group() for r in rows]
+            assert re.findall(r"[-+]?\d+\.\d+|one seed", cell)[:len(rows)] == expected, f"{label} / {dataset}"
 
 
 # README's results table: the start of each row's label -> its stored row (None: a published reference)
@@ -352,8 +385,7 @@ def test_the_readme_results_table_is_the_stored_outputs():
     seed or row must reach the README."""
     text = (REPO / "README.md").read_text()
     after = text[text.index("**The results so far**"):]
-    lines = itertools.takewhile(lambda line: line.startswith("|"), after[after.index("| row |"):].splitlines())
-    table = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after[after.index("| row |"):].splitlines())))
     datasets = [d.lower() for d in table[0][1:]]
     stored = stored_f1()
     checked = set()
