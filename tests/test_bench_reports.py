@@ -367,40 +367,51 @@ def test_the_readme_gaps_table_is_the_commands_output():
             assert re.findall(r"[-+]?\d+\.\d+|one seed", cell)[:len(rows)] == expected, f"{label} / {dataset}"
 
 
-# README's results table: the start of each row's label -> its stored row (None: a published reference)
-README_ROWS = {"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn", "zero-shot": "zero-shot",
-               "LoRA on the utterance alone": "utterance", "LoRA on the window prompt": "plain",
-               "full recipe": "full", "roberta-base": None, "InstructERC": None}
+# README's score tables: the line that starts each, the start of each row's label -> its stored row
+# (None: a published reference), and the stored study each column shows (None: a column of other numbers)
+README_TABLES = {
+    "| row |": ({"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn", "zero-shot": "zero-shot",
+                 "LoRA on the utterance alone": "utterance", "LoRA on the window prompt": "plain",
+                 "full recipe": "full", "roberta-base": None, "InstructERC": None},
+                ["meld", "iemocap", "emorynlp"]),
+    "| MELD 1/16 |": ({"full recipe": "full", "without demonstrations": "no-demos", "without the speaker stage":
+                       "no-speaker", "without emotion prediction": "no-predict", "window prompt": "plain"},
+                      ["meld_0.0625", None]),
+}
 
 
 def stored_f1() -> dict[str, dict[str, list[float]]]:
-    """Test weighted-F1 of every stored full-data row per dataset, grouped by results_table (seed 42 first)."""
-    paths = sorted(map(str, (REPO / "bench/results/full_table").glob("*_1/*/eval/metrics.json")))
+    """Test weighted-F1 of every stored row per study (a dataset's name alone for all of its data),
+    grouped by results_table (seed 42 first)."""
+    paths = sorted(map(str, (REPO / "bench/results/full_table").glob("*/*/eval/metrics.json")))
     runs, _ = bench_module("results_table").load(paths)
     return {row: {d: [100 * m["weighted_f1"] for m in ms] for d, ms in by.items()} for row, by in runs.items()}
 
 
-def test_the_readme_results_table_is_the_stored_outputs():
+@pytest.mark.parametrize("start", README_TABLES)
+def test_the_readme_score_tables_are_the_stored_outputs(start):
     """Each cell is the row's mean then each seed's value (or its one value), as stored: a newly stored
     seed or row must reach the README."""
+    labels, studies = README_TABLES[start]
     text = (REPO / "README.md").read_text()
-    after = text[text.index("**The results so far**"):]
-    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after[after.index("| row |"):].splitlines())))
-    datasets = [d.lower() for d in table[0][1:]]
+    after = text[text.index(start):]
+    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after.splitlines())))
+    assert len(table[0]) == 1 + len(studies)
     stored = stored_f1()
     checked = set()
     for label, *cells in table[2:]:
-        keys = [k for k in README_ROWS if label.startswith(k)]
-        assert keys, f"README results row {label!r}: add it to README_ROWS"
-        row = README_ROWS[keys[0]]
+        keys = [k for k in labels if label.startswith(k)]
+        assert keys, f"README table {start} row {label!r}: add it to README_TABLES"
+        row = labels[keys[0]]
         if row is None:
             continue
-        for dataset, cell in zip(datasets, cells):
-            f1 = stored[row].get(dataset, [])
-            expected = [statistics.mean(f1)] + f1 if len(f1) > 1 else f1
-            assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {dataset}"
+        for study, cell in zip(studies, cells):
+            if study:
+                f1 = stored[row].get(study, [])
+                expected = [statistics.mean(f1)] + f1 if len(f1) > 1 else f1
+                assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {study}"
         checked.add(row)
-    assert checked == {r for r in README_ROWS.values() if r}
+    assert checked == {r for r in labels.values() if r}
 
 
 def test_every_bold_score_in_the_readme_results_is_a_stored_run_or_seed_mean():
@@ -408,14 +419,7 @@ def test_every_bold_score_in_the_readme_results_is_a_stored_run_or_seed_mean():
     for some stored study (a mean rounded from the rounded seeds once read 55.63 where 55.62 is stored)."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("**The results so far**"):text.index("<!-- /section: results -->")]
-    table = bench_module("results_table")
-    stored = set()
-    for study in (REPO / "bench/results/full_table").iterdir():
-        runs, _ = table.load(sorted(map(str, study.glob("*/eval/metrics.json"))))
-        for by in runs.values():
-            for ms in by.values():
-                f1 = [100 * m["weighted_f1"] for m in ms]
-                stored |= {f"{v:.2f}" for v in f1 + [statistics.mean(f1)]}
+    stored = {f"{v:.2f}" for by in stored_f1().values() for f1 in by.values() for v in f1 + [statistics.mean(f1)]}
     bold = re.findall(r"\*\*(\d+\.\d+)\*\*", section)
     assert len(bold) > 10
     assert [b for b in bold if b not in stored] == []
