@@ -11,17 +11,22 @@ the study can be stopped, resumed across sessions, or extended row by row.
 
 `--train-seed N` trains (and names) the model rows as ROW@seedN, for a second seed of a row. `--ranks N`
 trains in N ranks under the deepspeed launcher (on a CPU, one thread each): a row then ends sooner.
-Writes WORK/results.json and prints a markdown table.
+A first stage that another row of WORK already trained with the same settings on the same records
+(the warm-up of `full`, `no-demos` and `no-predict`: demonstrations change only ERC prompts) is copied
+from there, not trained again, and the study says so. Writes WORK/results.json and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,7 +34,9 @@ sys.path.insert(0, str(REPO))
 from instructerc.build import DATASETS  # noqa: E402
 from instructerc.decode import positive_int  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
-from instructerc.train import train_command  # noqa: E402
+from instructerc.records import load_records  # noqa: E402
+from instructerc.train import STAGES, dev_task, train_command  # noqa: E402
+from instructerc.train_config import resolve_config  # noqa: E402
 
 CLI = [sys.executable, "-m", "instructerc"]
 
@@ -90,6 +97,32 @@ def read_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def stage_records(data: Path, stage: str) -> list:
+    """What a stage learns from and is scored on in a prepared folder, and the ERC labels its run records."""
+    dev = load_records(data / "dev.jsonl", tuple(dict.fromkeys(("erc", dev_task(stage)))))
+    return (load_records(data / "train.jsonl", tuple(STAGES[stage])) + [r for r in dev if r.task == dev_task(stage)]
+            + [next((r.labels for r in dev if r.task == "erc"), None)])
+
+
+def trained_twin(args, name: str, stage: str, sets: dict, data: Path) -> Path | None:
+    """A finished first stage of another row of WORK whose config.yaml holds exactly the settings this
+    one would run with and whose records are this one's: training it again would repeat that run."""
+    expected = {**resolve_config(args.config, [f"{k}={v}" for k, v in sets.items()]), "stage": stage,
+                "model": args.model, "init_adapter": None, "world_size": args.ranks}
+    mine = None
+    for other in sorted(args.work.glob(f"*/{stage}/summary.json")):
+        twin = other.parent
+        if twin.parent.name == name or not (twin / "best").is_dir():
+            continue
+        done = yaml.safe_load((twin / "config.yaml").read_text(encoding="utf-8"))
+        if any(done.get(k) != v for k, v in expected.items()) or not Path(done["data"]).is_dir():
+            continue
+        mine = stage_records(data, stage) if mine is None else mine
+        if stage_records(Path(done["data"]), stage) == mine:
+            return twin
+    return None
+
+
 def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float:
     seconds = 0.0
     runs: dict[str, Path] = {}
@@ -104,6 +137,15 @@ def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float
             cmd += ["--set", f"{key}={value}"]
         if init:
             cmd += ["--init-adapter", runs[init] / "best"]
+        twin = None if init or out.exists() else trained_twin(args, name, stage, {**sets, **stage_sets}, data)
+        if twin:
+            shutil.rmtree(out.with_name(f"{stage}.copying"), ignore_errors=True)
+            shutil.copytree(twin, out.with_name(f"{stage}.copying"), ignore=shutil.ignore_patterns("checkpoints"))
+            out.with_name(f"{stage}.copying").rename(out)  # whole or absent
+            note = f"[{name}] stage {stage}: the same settings and records as {twin}, which is finished; copied, not retrained"
+            print(note, flush=True)
+            with open(log, "a") as f:
+                f.write(note + "\n")
         if (out / "summary.json").exists():
             print(f"[{name}] stage {stage} already trained: {out}")
         else:

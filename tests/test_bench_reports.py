@@ -8,6 +8,7 @@ import gzip
 import itertools
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,6 +173,50 @@ def test_studies_side_by_side_on_one_work_folder_keep_each_others_rows(tmp_path,
     study.main()
     results = json.loads((work / "results.json").read_text())
     assert list(results) == ["plain", "majority"] and results["majority"]["weighted_f1"] == 0.3
+
+
+def test_a_warm_up_trained_by_another_row_on_the_same_records_is_copied_not_retrained(tmp_path, monkeypatch):
+    """`no-demos` and `no-predict` run the same speaker stage: demonstrations change only the ERC prompts."""
+    import yaml
+
+    from instructerc.train_config import resolve_config
+    from train_fixtures import write_data
+
+    study = bench_module("fraction_study")
+    plain = write_data(tmp_path / "data_plain")
+    demo = tmp_path / "data_demo"
+    shutil.copytree(plain, demo)
+    rows = [json.loads(line) for line in (demo / "train.jsonl").read_text().splitlines()]
+    (demo / "train.jsonl").write_text("".join(json.dumps({**r, "prompt": "demonstrations ... " + r["prompt"]} if r["task"] == "erc" else r) + "\n" for r in rows))
+    trained = []
+
+    def run(cmd, log):  # a finished stage as the trainer leaves it: config.yaml, summary, best/
+        cmd = [str(c) for c in cmd]
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        if "train" in cmd:
+            trained.append(str(out.relative_to(tmp_path / "study")))
+            sets = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"]
+            cfg = {**resolve_config(cmd[cmd.index("--config") + 1], sets), "stage": cmd[cmd.index("--stage") + 1],
+                   "data": cmd[cmd.index("--data") + 1], "model": "m", "init_adapter": None, "world_size": 1}
+            (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (out / "best").mkdir()
+            (out / "summary.json").write_text(json.dumps({"seconds": 2.0}))
+        (out / "metrics.json").write_text(json.dumps({"weighted_f1": 0.3, "accuracy": 0.4, "macro_f1": 0.1}))
+        return 1.0
+
+    monkeypatch.setattr(study, "prepare", lambda args, kind, log: {"plain": plain, "demo": demo}[kind])
+    monkeypatch.setattr(study, "run", run)
+    argv = ["fraction_study.py", "--work", str(tmp_path / "study"), "--model", "m", "--config", str(REPO / "configs/small/meld.yaml")]
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "no-demos", "no-predict", "no-speaker"])
+    study.main()
+    assert trained == ["no-demos/speaker", "no-demos/joint", "no-predict/joint", "no-speaker/joint"]
+    copied = tmp_path / "study" / "no-predict" / "speaker"
+    assert (copied / "best").is_dir() and str(plain) in (copied / "config.yaml").read_text()
+    assert "no-predict] stage speaker: the same settings and records as" in (tmp_path / "study" / "study.log").read_text()
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "full", "--train-seed", "43"])  # another seed: trained
+    study.main()
+    assert trained[-2:] == ["full@seed43/speaker", "full@seed43/joint"]
 
 
 def test_study_trains_in_ranks_under_the_deepspeed_launcher_and_scores_in_one_process(tmp_path, monkeypatch):
