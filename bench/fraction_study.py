@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from instructerc.build import DATASETS  # noqa: E402
 from instructerc.decode import positive_int  # noqa: E402
+from instructerc.errors import UserError  # noqa: E402
 from instructerc.fileio import write_json  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 from instructerc.train import STAGES, dev_task, train_command  # noqa: E402
@@ -114,12 +115,15 @@ def trained_twin(args, name: str, stage: str, sets: dict, data: Path) -> Path | 
         twin = other.parent
         if twin.parent.name == name or not (twin / "best").is_dir():
             continue
-        done = yaml.safe_load((twin / "config.yaml").read_text(encoding="utf-8"))
-        if any(done.get(k) != v for k, v in expected.items()) or not Path(done["data"]).is_dir():
+        try:  # a folder that cannot be read back is no twin: the stage is then trained as before
+            done = yaml.safe_load((twin / "config.yaml").read_text(encoding="utf-8"))
+            if not isinstance(done, dict) or any(done.get(k) != v for k, v in expected.items()):
+                continue
+            mine = stage_records(data, stage) if mine is None else mine
+            if stage_records(Path(str(done.get("data"))), stage) == mine:
+                return twin
+        except (OSError, yaml.YAMLError, UserError):
             continue
-        mine = stage_records(data, stage) if mine is None else mine
-        if stage_records(Path(done["data"]), stage) == mine:
-            return twin
     return None
 
 

@@ -217,6 +217,11 @@ def test_a_warm_up_trained_by_another_row_on_the_same_records_is_copied_not_retr
     monkeypatch.setattr(sys, "argv", argv + ["--rows", "full", "--train-seed", "43"])  # another seed: trained
     study.main()
     assert trained[-2:] == ["full@seed43/speaker", "full@seed43/joint"]
+    (tmp_path / "study" / "no-demos" / "speaker" / "config.yaml").write_text("{")  # damaged: no twin, trained
+    (tmp_path / "study" / "no-predict" / "speaker" / "config.yaml").unlink()
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "full"])
+    study.main()
+    assert trained[-2:] == ["full/speaker", "full/joint"]
 
 
 def test_study_trains_in_ranks_under_the_deepspeed_launcher_and_scores_in_one_process(tmp_path, monkeypatch):
