@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from instructerc.build import DATASETS  # noqa: E402
 from instructerc.decode import positive_int  # noqa: E402
 from instructerc.errors import UserError  # noqa: E402
-from instructerc.fileio import write_json  # noqa: E402
+from instructerc.fileio import atomic_path, write_json  # noqa: E402
 from instructerc.records import load_records  # noqa: E402
 from instructerc.train import STAGES, dev_task, train_command  # noqa: E402
 from instructerc.train_config import resolve_config  # noqa: E402
@@ -73,13 +73,18 @@ ROWS = {
 BASELINES = ("majority", "tfidf", "knn", "knn3")
 
 
+def say(line: str, log: Path) -> None:
+    """Print a line of the study and keep it in `log`."""
+    print(line, flush=True)
+    with open(log, "a") as f:
+        f.write(line + "\n")
+
+
 def run(cmd: list, log: Path) -> float:
     """Run one CLI step, appending its output to `log`; return its wall time."""
-    print("$", " ".join(map(str, cmd)), flush=True)
+    say("$ " + " ".join(map(str, cmd)), log)
     t = time.time()
     with open(log, "a") as f:
-        f.write("$ " + " ".join(map(str, cmd)) + "\n")
-        f.flush()
         rc = subprocess.call([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
     if rc != 0:
         sys.exit(f"step failed (exit {rc}); see {log}")
@@ -143,13 +148,10 @@ def model_row(args, name: str, row: str, data: Path, stages, log: Path) -> float
             cmd += ["--init-adapter", runs[init] / "best"]
         twin = None if init or out.exists() else trained_twin(args, name, stage, {**sets, **stage_sets}, data)
         if twin:
-            shutil.rmtree(out.with_name(f"{stage}.copying"), ignore_errors=True)
-            shutil.copytree(twin, out.with_name(f"{stage}.copying"), ignore=shutil.ignore_patterns("checkpoints"))
-            out.with_name(f"{stage}.copying").rename(out)  # whole or absent
-            note = f"[{name}] stage {stage}: the same settings and records as {twin}, which is finished; copied, not retrained"
-            print(note, flush=True)
-            with open(log, "a") as f:
-                f.write(note + "\n")
+            with atomic_path(out) as tmp:
+                shutil.copytree(twin, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+            say(f"[{name}] stage {stage}: the same settings and records as {twin}, which is finished; "
+                "copied, not retrained", log)
         if (out / "summary.json").exists():
             print(f"[{name}] stage {stage} already trained: {out}")
         else:

@@ -388,6 +388,13 @@ def markdown_table(lines: list[str]) -> list[list[str]]:
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
 
 
+def readme_table(start: str) -> list[list[str]]:
+    """The README table whose first line starts with `start`, as rows of cells."""
+    text = (REPO / "README.md").read_text()
+    return markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"),
+                                                   text[text.index(start):].splitlines())))
+
+
 def test_the_gaps_table_in_benchmarks_is_what_its_command_prints_from_the_stored_outputs():
     """The README's answer to issue 13 rests on this table: a new stored row must not leave it stale."""
     printed, written = benchmarks_gaps()
@@ -404,9 +411,7 @@ def test_the_readme_gaps_table_is_the_commands_output():
     printed, _ = benchmarks_gaps()
     out = markdown_table(printed.splitlines())
     gaps = {row[0]: dict(zip(out[0][1:], row[1:])) for row in out[2:]}
-    text = (REPO / "README.md").read_text()
-    after = text[text.index("| full recipe minus |"):]
-    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after.splitlines())))
+    table = readme_table("| full recipe minus |")
     datasets = [h.split()[0].lower() for h in table[0][1:]]
     assert len(table) > 2
     for label, *cells in table[2:]:
@@ -443,9 +448,7 @@ def test_the_readme_score_tables_are_the_stored_outputs(start):
     """Each cell is the row's mean then each seed's value (or its one value), as stored: a newly stored
     seed or row must reach the README."""
     labels, studies = README_TABLES[start]
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(start):]
-    table = markdown_table(list(itertools.takewhile(lambda line: line.startswith("|"), after.splitlines())))
+    table = readme_table(start)
     assert len(table[0]) == 1 + len(studies)
     stored = stored_f1()
     checked = set()
