@@ -423,7 +423,8 @@ def test_the_readme_gaps_table_is_the_commands_output():
 
 
 # README's score tables: the line that starts each, the start of each row's label -> its stored row
-# (None: a published reference), and the stored study each column shows (None: a column of other numbers)
+# (None: a published reference), and what each column shows: a stored study's scores, (study, row): the
+# gap of the row's mean to that row's mean in that study, or None (a column of other numbers)
 README_TABLES = {
     "| row |": ({"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn", "zero-shot": "zero-shot",
                  "LoRA on the utterance alone": "utterance", "LoRA on the window prompt": "plain",
@@ -432,6 +433,8 @@ README_TABLES = {
     "| MELD 1/16 |": ({"full recipe": "full", "without demonstrations": "no-demos", "without the speaker stage":
                        "no-speaker", "without emotion prediction": "no-predict", "window prompt": "plain"},
                       ["meld_0.0625", None]),
+    "| all of MELD |": ({"full recipe": "full", "without demonstrations": "no-demos", "window prompt": "plain"},
+                        ["meld", ("meld", "full")]),
 }
 
 
@@ -459,7 +462,12 @@ def test_the_readme_score_tables_are_the_stored_outputs(start):
         if row is None:
             continue
         for study, cell in zip(studies, cells):
-            if study:
+            if isinstance(study, tuple):
+                study, base = study
+                gap = statistics.mean(stored[row][study]) - statistics.mean(stored[base][study])
+                numbers = re.findall(r"[-+]\d+\.\d+", cell)
+                assert numbers[:1] == ([] if row == base else [f"{gap:+.2f}"]), f"{label} / minus {base}"
+            elif study:
                 f1 = stored[row].get(study, [])
                 expected = [statistics.mean(f1)] + f1 if len(f1) > 1 else f1
                 assert re.findall(r"\d+\.\d+", cell) == [f"{v:.2f}" for v in expected], f"{label} / {study}"
