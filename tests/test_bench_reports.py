@@ -4,6 +4,7 @@ and the published results (README's table, BENCHMARKS' gaps) checked against ben
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import json
@@ -373,9 +374,10 @@ def test_store_table_keeps_small_outputs_and_the_table_merges_seeds(tmp_path):
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@functools.cache
 def benchmarks_tables() -> dict[str, tuple[str, str]]:
     """Each results_table.py command that ends a bash block in BENCHMARKS.md, with what it prints now
-    and the table written under the block."""
+    and the table written under the block (run once per test session: the stored outputs do not change)."""
     text = (REPO / "BENCHMARKS.md").read_text()
     blocks = re.findall(r"^(python bench/results_table\.py (?:[^\n]*\\\n)*[^\n]*)\n```\n\n((?:\|.*\n)+)", text, re.M)
     tables = {}
