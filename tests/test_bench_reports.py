@@ -459,7 +459,8 @@ README_TABLES = {
     "| MELD 1/16 |": ({"full recipe": "full", "without demonstrations": "no-demos", "without the speaker stage":
                        "no-speaker", "without emotion prediction": "no-predict", "window prompt": "plain"},
                       ["meld_0.0625", None]),
-    "| all of MELD |": ({"full recipe": "full", "without demonstrations": "no-demos", "window prompt": "plain"},
+    "| all of MELD |": ({"full recipe": "full", "without demonstrations": "no-demos",
+                         "without emotion prediction": "no-predict", "window prompt": "plain"},
                         ["meld", ("meld", "full")]),
 }
 
