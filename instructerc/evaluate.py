@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from instructerc.decode import Prediction, add_decoding_arguments, decode_records, decoding_options, is_label, \
     load_for_decoding
 from instructerc.errors import UserError
@@ -110,6 +112,8 @@ def run(args) -> int:
     seconds = time.perf_counter() - start
 
     metrics = evaluation_metrics(records, preds, args.decode, seconds)
+    # Scoring time scales with the threads torch had (OMP_NUM_THREADS); without them stored timings cannot be compared.
+    metrics["decoding"]["threads"] = torch.get_num_threads()
     metrics["run"] = {"data": str(args.data), "split": args.split, "model": str(args.model),
                       "adapter": args.adapter, "limit": args.limit, "num_beams": args.num_beams,
                       "max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "batch_size": args.batch_size,
@@ -125,5 +129,6 @@ def run(args) -> int:
         print(f"  {src:<10} weighted-F1 {m['weighted_f1'] * 100:.2f}  accuracy {m['accuracy'] * 100:.2f}  n={m['counts']['n']}")
     if args.decode == "generate":
         print(f"generated answers that were not a label: {metrics['decoding']['generated_not_a_label']}/{len(preds)}")
-    print(f"{len(preds)} examples in {seconds:.1f}s ({metrics['decoding']['examples_per_second']} ex/s) -> {out}")
+    print(f"{len(preds)} examples in {seconds:.1f}s ({metrics['decoding']['examples_per_second']} ex/s, "
+          f"{metrics['decoding']['threads']} threads) -> {out}")
     return 0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from sklearn.metrics import f1_score
 
 from instructerc.cli import main
@@ -63,7 +64,7 @@ def test_eval_writes_three_files_and_sklearn_weighted_f1(tmp_path, tiny_model_di
     golds, guesses = [p["gold"] for p in preds], [p["pred"] for p in preds]
     assert metrics["weighted_f1"] == pytest.approx(f1_score(golds, guesses, labels=list(MELD), average="weighted"))
     assert metrics["macro_f1"] == pytest.approx(f1_score(golds, guesses, labels=list(MELD), average="macro"))
-    assert metrics["decoding"]["mode"] == "score"
+    assert metrics["decoding"]["mode"] == "score" and metrics["decoding"]["threads"] == torch.get_num_threads()
     assert set(metrics["per_class"]) == set(MELD)
     assert "weighted-F1" in stdout
     assert stdout.splitlines()[0].startswith("data test (score, zero-shot)")  # titled by the data folder
