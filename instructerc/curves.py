@@ -33,13 +33,13 @@ class RunCurves:
     best_epoch: int | None = None
 
 
-def read_run(run: str | Path) -> RunCurves:
-    """The curves of a run folder (one written by `instructerc train`)."""
+def read_run(run: str | Path, name: str | None = None) -> RunCurves:
+    """The curves of a run folder (one written by `instructerc train`), named `name` or the folder's name."""
     run = Path(run)
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise UserError("not a training run folder (no metrics.jsonl)", path=run)
-    curves = RunCurves(run.name)
+    curves = RunCurves(name or run.name)
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -111,8 +111,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE.png", help="default: RUN/curves.png for one run, curves.png for several")
 
 
+def distinct_names(runs: list[str]) -> list[str]:
+    """The fewest trailing path parts that tell the runs apart: the stages of two rows are both `joint`,
+    and a legend of `joint` and `joint` says nothing."""
+    parts = [Path(r).resolve().parts for r in runs]
+    for depth in range(1, max(map(len, parts))):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(set(parts)):  # a folder given twice keeps one name
+            return names
+    return ["/".join(p[1:]) for p in parts]
+
+
 def run(args) -> int:
-    runs = [read_run(r) for r in args.runs]
+    runs = [read_run(r, name) for r, name in zip(args.runs, distinct_names(args.runs))]
     out = Path(args.out) if args.out else (Path(args.runs[0]) / "curves.png" if len(runs) == 1 else Path("curves.png"))
     if out.suffix.lower() != ".png":
         raise UserError("--out must end in .png", path=out)

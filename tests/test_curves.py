@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from instructerc.cli import main
-from instructerc.curves import read_run
+from instructerc.curves import distinct_names, read_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,6 +43,14 @@ def test_plot_one_run_and_two_runs_on_the_same_axes(tmp_path, capsys):
     out = tmp_path / "both.png"
     assert main(["plot", str(a), str(b), "--out", str(out)]) == 0 and out.read_bytes()[:8] == PNG
     assert "curves of 2 run(s)" in capsys.readouterr().out
+
+
+def test_runs_are_named_by_the_path_parts_that_tell_them_apart(tmp_path):
+    full, ablation = str(tmp_path / "meld" / "full" / "joint"), str(tmp_path / "meld" / "no-speaker" / "joint")
+    assert distinct_names([full, ablation]) == ["full/joint", "no-speaker/joint"]
+    assert distinct_names([full, str(tmp_path / "other")]) == ["joint", "other"]
+    assert distinct_names([full]) == ["joint"] and distinct_names([full, full]) == ["joint", "joint"]
+    assert distinct_names([full, full, ablation]) == ["full/joint", "full/joint", "no-speaker/joint"]
 
 
 def test_plot_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
