@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -342,6 +343,30 @@ def test_best_is_the_best_dev_epoch(tmp_path, data_dir, tiny_model_dir, monkeypa
     want = {k.replace(".default", ""): v for k, v in adapters[1].items()}
     assert saved.keys() == want.keys() and all(torch.equal(saved[k], want[k]) for k in saved)
     assert not all(torch.equal(saved[k], adapters[2][k]) for k in saved if k in adapters[2])
+
+
+def test_a_dev_split_answered_with_one_label_is_logged_as_a_collapse(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+    """Every dev answer one label (the gold labels varied) gets a warning on the epoch's log line; a
+    split answered with two labels does not."""
+    from instructerc import train as train_module
+
+    predict = train_module.dev_predictions
+    answers = iter(["one label", "two labels"])
+
+    def scripted(model, tokenizer, records, cfg):
+        preds = predict(model, tokenizer, records, cfg)
+        first = preds[0].gold
+        if next(answers) == "one label":
+            return [dataclasses.replace(p, pred=first) for p in preds]
+        return [dataclasses.replace(p, pred=first if i else next(g for g in (q.gold for q in preds) if g != first))
+                for i, p in enumerate(preds)]
+
+    monkeypatch.setattr(train_module, "dev_predictions", scripted)
+    run_stage(tmp_path, "collapse", data_dir, tiny_model_dir, stage="plain", extra=["epochs.plain=2"])
+    epochs = [line for line in (tmp_path / "collapse" / "train.log").read_text().splitlines() if ": dev weighted-F1" in line]
+    assert len(epochs) == 2
+    assert "warning: every dev answer is" in epochs[0] and "collapsed run" in epochs[0]
+    assert "warning" not in epochs[1]
 
 
 @pytest.mark.slow
