@@ -451,17 +451,15 @@ def test_the_readme_gaps_table_is_the_commands_output():
 # README's score tables: the line that starts each, the start of each row's label -> its stored row
 # (None: a published reference), and what each column shows: a stored study's scores, (study, row): the
 # gap of the row's mean to that row's mean in that study, or None (a column of other numbers)
+ABLATION_ROWS = {"full recipe": "full", "without demonstrations": "no-demos", "without the speaker stage": "no-speaker",
+                 "without emotion prediction": "no-predict", "window prompt": "plain"}
 README_TABLES = {
     "| row |": ({"majority class": "majority", "TF-IDF": "tfidf", "kNN vote": "knn", "zero-shot": "zero-shot",
                  "LoRA on the utterance alone": "utterance", "LoRA on the window prompt": "plain",
                  "full recipe": "full", "roberta-base": None, "InstructERC": None},
                 ["meld", "iemocap", "emorynlp"]),
-    "| MELD 1/16 |": ({"full recipe": "full", "without demonstrations": "no-demos", "without the speaker stage":
-                       "no-speaker", "without emotion prediction": "no-predict", "window prompt": "plain"},
-                      ["meld_0.0625", None]),
-    "| all of MELD |": ({"full recipe": "full", "without demonstrations": "no-demos",
-                         "without emotion prediction": "no-predict", "window prompt": "plain"},
-                        ["meld", ("meld", "full")]),
+    "| MELD 1/16 |": (ABLATION_ROWS, ["meld_0.0625", None]),
+    "| all of MELD |": (ABLATION_ROWS, ["meld", ("meld", "full")]),
 }
 
 
