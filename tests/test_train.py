@@ -356,10 +356,9 @@ def test_a_dev_split_answered_with_one_label_is_logged_as_a_collapse(tmp_path, d
     def scripted(model, tokenizer, records, cfg):
         preds = predict(model, tokenizer, records, cfg)
         first = preds[0].gold
-        if next(answers) == "one label":
-            return [dataclasses.replace(p, pred=first) for p in preds]
-        return [dataclasses.replace(p, pred=first if i else next(g for g in (q.gold for q in preds) if g != first))
-                for i, p in enumerate(preds)]
+        other = next(p.gold for p in preds if p.gold != first)
+        one_label = next(answers) == "one label"
+        return [dataclasses.replace(p, pred=first if one_label or i else other) for i, p in enumerate(preds)]
 
     monkeypatch.setattr(train_module, "dev_predictions", scripted)
     run_stage(tmp_path, "collapse", data_dir, tiny_model_dir, stage="plain", extra=["epochs.plain=2"])
