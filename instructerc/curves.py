@@ -115,11 +115,10 @@ def distinct_names(runs: list[str]) -> list[str]:
     """The fewest trailing path parts that tell the runs apart: the stages of two rows are both `joint`,
     and a legend of `joint` and `joint` says nothing."""
     parts = [Path(r).resolve().parts for r in runs]
-    for depth in range(1, max(map(len, parts))):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(set(parts)):  # a folder given twice keeps one name
-            return names
-    return ["/".join(p[1:]) for p in parts]
+    depth = 1  # at full depth the names are the absolute paths: the loop ends there at the latest
+    while len({p[-depth:] for p in parts}) < len(set(parts)):  # a folder given twice keeps one name
+        depth += 1
+    return [Path(*p[-depth:]).as_posix() for p in parts]
 
 
 def run(args) -> int:

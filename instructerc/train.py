@@ -308,14 +308,12 @@ def dev_predictions(model, tokenizer, records: list, cfg: dict) -> list:
     return decode.score_records(model, tokenizer, records, batch_size=cfg["eval"]["batch_size"], progress=False)
 
 
-def collapse_warning(preds: list) -> str:
-    """A warning when every dev answer is one label though the gold labels vary: such a model answers
+def collapsed_to(preds: list) -> str | None:
+    """The one label every dev answer is, though the gold labels vary; else None. Such a model answers
     the label prior whatever the input, and its training loss can look healthy (issue 13's
     `no-speaker` row on all of MELD: two epochs of `neutral` everywhere at lr 3e-3)."""
     answers, golds = {p.pred for p in preds}, {p.gold for p in preds}
-    if len(answers) != 1 or len(golds) < 2:
-        return ""
-    return f"; warning: every dev answer is {answers.pop()!r} (a collapsed run; a lower lr may train)"
+    return answers.pop() if len(answers) == 1 and len(golds) > 1 else None
 
 
 def dev_scores(preds: list, labels, task: str = "erc") -> dict:
@@ -656,7 +654,7 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
         checkpoint(run, progress, elapsed)
         return
     task = dev_task(run.stage)
-    scores, warning = None, ""
+    scores, collapsed = None, None
     if run.dev_records:
         n = len(run.dev_records)  # each rank scores a contiguous share (whole dialogues stay mostly together)
         mine = run.dev_records[n * run.rank // run.world: n * (run.rank + 1) // run.world]
@@ -666,7 +664,7 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
         dist.all_gather_object(gathered, preds)
         if run.rank == 0:
             everyone = [p for part in gathered for p in part]
-            scores, warning = dev_scores(everyone, run.dev_records[0].labels, task), collapse_warning(everyone)
+            scores, collapsed = dev_scores(everyone, run.dev_records[0].labels, task), collapsed_to(everyone)
     if run.rank == 0:
         key = DEV_SCORE[task]
         if scores is None:  # data prepared before dev held speaker records: the last epoch is kept
@@ -676,8 +674,9 @@ def end_of_epoch(run: Run, progress: Progress, epoch: int, elapsed) -> None:
             run.log.metrics({"step": progress.global_step, "epoch": epoch + 1, **scores})
             if progress.best is None or scores[key] > progress.best[key]:
                 progress.best = {"epoch": epoch + 1, "step": progress.global_step, **scores}
-            report = (f"{SCORE_NAMES[key]} {scores[key]:.4f} (best {progress.best[key]:.4f}, epoch {progress.best['epoch']})"
-                      + warning)
+            report = f"{SCORE_NAMES[key]} {scores[key]:.4f} (best {progress.best[key]:.4f}, epoch {progress.best['epoch']})"
+            if collapsed:
+                report += f"; warning: every dev answer is {collapsed!r} (a collapsed run; a lower lr may train)"
         if progress.best["epoch"] == epoch + 1:
             save_adapter(run.engine.module, run.out / "best", {"stage": run.stage, **progress.best}, run.tokenizer)
         run.log(f"epoch {epoch + 1}/{run.epochs}: {report}")
